@@ -1,0 +1,1 @@
+"""protos — the wire types: mergenet.proto and its generated code."""

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Create (or reuse) a virtual environment with mergenet and its test tools.
+# torch goes in first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
+"$VENV/bin/python" -m pip install -q -e ".[test]"
