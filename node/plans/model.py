@@ -1,0 +1,290 @@
+"""The objects of a merge plan: Plan, Consent, Bid, Commit, Result, Attestation.
+
+Each is a frozen dataclass with `to_dict()` / `from_dict()`; `from_dict` is the edge where data
+from peers is validated (it raises `PlanInputError` naming the field). A plan's id is the
+sha256 of its canonical JSON (sorted keys, no insignificant whitespace), so every node derives
+the same id from the same plan:
+
+    plan = Plan.new(proposer=key_id, proposer_address="127.0.0.1:7470", inputs=..., recipe=...)
+    plan.plan_id   # "sha256:<64 hex>"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from node.plans.errors import PlanInputError
+
+ROLES = ("base", "expert", "target")
+DEFAULT_VERIFIERS = 2
+DEFAULT_SPOT_CHECK = 0.1
+# Absolute tolerance on top of one rounding step of the output dtype: a CPU verifier recomputing
+# a GPU executor's float32 result differs only by accumulation order, far below this.
+DEFAULT_TOLERANCE = 1e-4
+DEFAULT_TTL_S = 3600
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Sorted keys, no insignificant whitespace, UTF-8: the bytes that ids and digests cover."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _req(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(data, Mapping) or key not in data:
+        raise PlanInputError(f"{where}: missing field {key!r}")
+    value = data[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise PlanInputError(f"{where}: field {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _check_id(value: str, where: str) -> str:
+    digest = value.removeprefix("sha256:")
+    if not value.startswith("sha256:") or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise PlanInputError(f"{where}: {value!r} is not an id of the form sha256:<64 hex digits>")
+    return value
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    """One model the plan reads, by id, and what it is for (`base`, `expert` or `target`)."""
+
+    model_id: str
+    role: str
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PlanInput:
+        role = _req(data, "role", str, "plan input")
+        if role not in ROLES:
+            raise PlanInputError(f"plan input: role {role!r} is not one of {', '.join(ROLES)}")
+        return cls(_check_id(_req(data, "model_id", str, "plan input"), "plan input model_id"), role)
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What the executor must have: free memory in bytes and, optionally, a GPU."""
+
+    memory_bytes: int = 0
+    gpu: bool = False
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Requirements:
+        mem = _req(data, "memory_bytes", int, "plan requirements")
+        if mem < 0:
+            raise PlanInputError("plan requirements: memory_bytes must not be negative")
+        return cls(mem, _req(data, "gpu", bool, "plan requirements"))
+
+
+@dataclass(frozen=True)
+class VerificationPolicy:
+    """How many verifiers must attest, which share of tensors each recomputes, and how close."""
+
+    verifiers: int = DEFAULT_VERIFIERS
+    spot_check: float = DEFAULT_SPOT_CHECK
+    tolerance: float = DEFAULT_TOLERANCE
+
+    def __post_init__(self) -> None:
+        if self.verifiers < 0:
+            raise PlanInputError(f"verification: verifiers must be 0 or more, got {self.verifiers}")
+        if not 0.0 < self.spot_check <= 1.0:
+            raise PlanInputError(f"verification: spot_check must be in (0, 1], got {self.spot_check}")
+        if self.tolerance < 0:
+            raise PlanInputError(f"verification: tolerance must not be negative, got {self.tolerance}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VerificationPolicy:
+        w = "plan verification"
+        return cls(_req(data, "verifiers", int, w), _req(data, "spot_check", float, w),
+                   _req(data, "tolerance", float, w))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A proposal to merge `inputs` with `recipe` (mergekit-style dict whose models are ids)."""
+
+    proposer: str
+    proposer_address: str
+    inputs: tuple[PlanInput, ...]
+    recipe: Mapping[str, Any] = field(hash=False)
+    license: str
+    consents_needed: Mapping[str, str] = field(hash=False)  # model id → publisher key id
+    requirements: Requirements
+    verification: VerificationPolicy
+    created: int
+    expires: int
+    nonce: str
+
+    @classmethod
+    def new(cls, *, proposer: str, proposer_address: str, inputs: list[PlanInput], recipe: Mapping[str, Any],
+            license: str, consents_needed: Mapping[str, str] | None = None,
+            requirements: Requirements = Requirements(),
+            verification: VerificationPolicy = VerificationPolicy(), ttl_s: int = DEFAULT_TTL_S,
+            now: float | None = None) -> Plan:
+        created = int(time.time() if now is None else now)
+        return cls(proposer, proposer_address, tuple(inputs), dict(recipe), license, dict(consents_needed or {}),
+                   requirements, verification, created, created + int(ttl_s), secrets.token_hex(8))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "proposer": self.proposer, "proposer_address": self.proposer_address,
+            "inputs": [asdict(i) for i in self.inputs], "recipe": dict(self.recipe), "license": self.license,
+            "consents_needed": dict(self.consents_needed), "requirements": asdict(self.requirements),
+            "verification": asdict(self.verification),
+            "created": self.created, "expires": self.expires, "nonce": self.nonce,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+        w = "plan"
+        inputs = _req(data, "inputs", list, w)
+        if not inputs:
+            raise PlanInputError("plan: inputs must name at least one model")
+        return cls(
+            proposer=_req(data, "proposer", str, w), proposer_address=_req(data, "proposer_address", str, w),
+            inputs=tuple(PlanInput.from_dict(i) for i in inputs), recipe=dict(_req(data, "recipe", dict, w)),
+            license=_req(data, "license", str, w),
+            consents_needed={_check_id(str(k), w): str(v) for k, v in _req(data, "consents_needed", dict, w).items()},
+            requirements=Requirements.from_dict(_req(data, "requirements", dict, w)),
+            verification=VerificationPolicy.from_dict(_req(data, "verification", dict, w)),
+            created=_req(data, "created", int, w), expires=_req(data, "expires", int, w),
+            nonce=_req(data, "nonce", str, w),
+        )
+
+    def canonical(self) -> bytes:
+        return canonical_json(self.to_dict())
+
+    @property
+    def digest_hex(self) -> str:
+        return hashlib.sha256(self.canonical()).hexdigest()
+
+    @property
+    def plan_id(self) -> str:
+        return "sha256:" + self.digest_hex
+
+    def model_ids(self) -> list[str]:
+        return [i.model_id for i in self.inputs]
+
+
+@dataclass(frozen=True)
+class Consent:
+    """A publisher's accept or reject of a plan that reads one of its models."""
+
+    plan_id: str
+    model_id: str
+    accept: bool
+    reason: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Consent:
+        w = "consent"
+        return cls(_check_id(_req(data, "plan_id", str, w), w), _check_id(_req(data, "model_id", str, w), w),
+                   _req(data, "accept", bool, w), str(data.get("reason", "")))
+
+
+@dataclass(frozen=True)
+class Bid:
+    """A node's offer to execute a plan, with the capacity it claims."""
+
+    plan_id: str
+    address: str
+    memory_bytes: int
+    gpu: bool
+    score: float
+    device: str
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Bid:
+        w = "bid"
+        return cls(_check_id(_req(data, "plan_id", str, w), w), _req(data, "address", str, w),
+                   _req(data, "memory_bytes", int, w), _req(data, "gpu", bool, w), _req(data, "score", float, w),
+                   _req(data, "device", str, w))
+
+
+@dataclass(frozen=True)
+class Member:
+    """A node named in a commit: its key id and gRPC address."""
+
+    key_id: str
+    address: str
+
+
+@dataclass(frozen=True)
+class Commit:
+    """The proposer's binding choice of executor and verifiers."""
+
+    plan_id: str
+    executor: Member
+    verifiers: tuple[Member, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"plan_id": self.plan_id, "executor": asdict(self.executor),
+                "verifiers": [asdict(v) for v in self.verifiers]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Commit:
+        w = "commit"
+
+        def member(d: Any) -> Member:
+            return Member(_req(d, "key_id", str, w), _req(d, "address", str, w))
+
+        return cls(_check_id(_req(data, "plan_id", str, w), w), member(_req(data, "executor", dict, w)),
+                   tuple(member(v) for v in _req(data, "verifiers", list, w)))
+
+
+@dataclass(frozen=True)
+class Result:
+    """The executor's statement that it merged the plan into the signed model `model_id`, or
+    (with `error` set and no model) that it could not."""
+
+    plan_id: str
+    model_id: str
+    address: str
+    device: str
+    seconds: float
+    error: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Result:
+        w = "result"
+        error = str(data.get("error", ""))
+        model_id = _req(data, "model_id", str, w)
+        if not error:
+            _check_id(model_id, w)
+        return cls(_check_id(_req(data, "plan_id", str, w), w), model_id, _req(data, "address", str, w),
+                   _req(data, "device", str, w), _req(data, "seconds", float, w), error)
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """A verifier's statement: these tensors of `model_id` recomputed from the plan match (or not)."""
+
+    plan_id: str
+    model_id: str
+    tensors: tuple[str, ...]
+    max_abs_diff: float
+    passed: bool
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"plan_id": self.plan_id, "model_id": self.model_id, "tensors": list(self.tensors),
+                "max_abs_diff": self.max_abs_diff, "passed": self.passed, "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Attestation:
+        w = "attestation"
+        return cls(_check_id(_req(data, "plan_id", str, w), w), _check_id(_req(data, "model_id", str, w), w),
+                   tuple(str(t) for t in _req(data, "tensors", list, w)), _req(data, "max_abs_diff", float, w),
+                   _req(data, "passed", bool, w), str(data.get("detail", "")))
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """The JSON form of any plan object (the predicate of its signed statement)."""
+    return obj.to_dict() if hasattr(obj, "to_dict") else asdict(obj)
