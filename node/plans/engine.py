@@ -107,7 +107,7 @@ class PlanEngine:
         self.me: str = identity.key_id
         self._lock = threading.Lock()
         self._seen: set[str] = set()
-        self._pending: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        self._pending: dict[str, list[tuple[str, Signed]]] = {}
 
     # ---- local entry points ------------------------------------------------------------------
 
@@ -184,14 +184,27 @@ class PlanEngine:
             self.transport.broadcast(kind, bundle)
 
     def _apply(self, kind: str, signed: Signed) -> bool:
-        if kind == "plan":
-            return self._on_plan(signed)
+        """Apply a verified statement. One that arrives before what it builds on (gossip may
+        reorder: a result before its commit) is parked and replayed when the plan moves on."""
+        outcome = self._dispatch(kind, signed)
         plan_id = signed.body.plan_id
-        if self.store.get(plan_id) is None:
+        if outcome is None:
             with self._lock:
                 if sum(map(len, self._pending.values())) < MAX_PENDING:
-                    self._pending.setdefault(plan_id, []).append((kind, dict(signed.bundle)))
+                    self._pending.setdefault(plan_id, []).append((kind, signed))
             return True
+        if outcome:
+            with self._lock:
+                parked = self._pending.pop(plan_id, [])
+            for item in parked:
+                self._apply(*item)
+        return outcome
+
+    def _dispatch(self, kind: str, signed: Signed) -> bool | None:
+        if kind == "plan":
+            return self._on_plan(signed)
+        if self.store.get(signed.body.plan_id) is None:
+            return None
         handler = {"consent": self._on_consent, "bid": self._on_bid, "commit": self._on_commit,
                    "result": self._on_result, "attestation": self._on_attestation}[kind]
         return handler(signed)
@@ -212,10 +225,6 @@ class PlanEngine:
         if not self.store.add(record):
             return False
         self._answer_plan(plan)
-        with self._lock:
-            pending = self._pending.pop(plan.plan_id, [])
-        for kind, bundle in pending:
-            self._apply(kind, verify(bundle, kind))
         return True
 
     def _answer_plan(self, plan: Plan) -> None:
@@ -307,9 +316,11 @@ class PlanEngine:
             result = Result(plan_id, "", self.config.address, "", 0.0, f"{type(exc).__name__}: {exc}")
         self._emit(result)
 
-    def _on_result(self, signed: Signed) -> bool:
+    def _on_result(self, signed: Signed) -> bool | None:
         res: Result = signed.body
         record = self.store.get(res.plan_id)
+        if record is not None and record.commit is None and not record.final:
+            return None
         if record is None or record.commit is None or signed.signer != record.commit.body.executor.key_id:
             return self._drop("result", signed, "not signed by the committed executor")
         if record.result is not None:
@@ -341,11 +352,13 @@ class PlanEngine:
                               f"could not verify: {type(exc).__name__}: {exc}")
         self._emit(att)
 
-    def _on_attestation(self, signed: Signed) -> bool:
+    def _on_attestation(self, signed: Signed) -> bool | None:
         att: Attestation = signed.body
         record = self.store.get(att.plan_id)
+        if record is not None and (record.commit is None or record.result is None) and not record.final:
+            return None
         if record is None or record.commit is None or record.result is None:
-            return self._drop("attestation", signed, "arrived before the plan's commit and result")
+            return self._drop("attestation", signed, "arrived for a plan that ended without a result")
         if not any(v.key_id == signed.signer for v in record.commit.body.verifiers):
             return self._drop("attestation", signed, "not signed by a committed verifier")
         if att.model_id != record.result.body.model_id:
