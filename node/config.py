@@ -1,0 +1,72 @@
+"""Node configuration: one frozen `NodeConfig` built from `node start` flags, plus address parsing.
+
+    cfg = NodeConfig(home=Path("~/.mergenet"), listen="127.0.0.1:0", peers=("10.0.0.2:7470",))
+
+Test-only knobs come from the environment (never from flags, so users cannot trip on them):
+`MERGENET_TEST_THROTTLE_S` sleeps that long between transfer chunks, `MERGENET_TEST_TAMPER=1`
+makes this node flip a byte in every chunk it serves.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from node.errors import NodeInputError
+
+DEFAULT_LISTEN = "127.0.0.1:7470"
+THROTTLE_ENV = "MERGENET_TEST_THROTTLE_S"
+TAMPER_ENV = "MERGENET_TEST_TAMPER"
+
+
+def parse_hostport(text: str, what: str = "address") -> tuple[str, int]:
+    """`HOST:PORT` → (host, port); NodeInputError naming `what` when malformed."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise NodeInputError(f"{what} {text!r} is not HOST:PORT (for example 127.0.0.1:7470)")
+    return host.strip("[]"), int(port)
+
+
+def split_list(text: str | None) -> tuple[str, ...]:
+    """Comma-separated flag value → tuple of non-empty items."""
+    return tuple(item.strip() for item in (text or "").split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything `Node` needs to run.
+
+    :param home: the node's data directory (identity, store, index, logs)
+    :param listen: gRPC listen address; port 0 picks a free port
+    :param peers: gRPC addresses of known nodes (gossip; also where to learn the DHT's addresses)
+    :param dht: run a hivemind DHT peer (off: discovery by `peers` gossip alone)
+    :param initial_peers: DHT multiaddrs to join directly
+    :param transfer_throttle_s: test-only pause between served chunks
+    :param transfer_tamper: test-only: flip a byte in every served chunk
+    """
+
+    home: Path
+    listen: str = DEFAULT_LISTEN
+    peers: tuple[str, ...] = ()
+    dht: bool = True
+    initial_peers: tuple[str, ...] = ()
+    transfer_throttle_s: float = 0.0
+    transfer_tamper: bool = False
+
+    def __post_init__(self) -> None:
+        parse_hostport(self.listen, "--listen")
+        for peer in self.peers:
+            parse_hostport(peer, "--peers entry")
+
+    @classmethod
+    def from_flags(cls, home: Path, listen: str | None, peers: str | None, dht: bool,
+                   initial_peers: str | None) -> NodeConfig:
+        throttle = os.environ.get(THROTTLE_ENV, "0")
+        try:
+            throttle_s = float(throttle)
+        except ValueError:
+            raise NodeInputError(f"${THROTTLE_ENV}={throttle!r} is not a number of seconds") from None
+        return cls(home=home, listen=listen or DEFAULT_LISTEN, peers=split_list(peers), dht=dht,
+                   initial_peers=split_list(initial_peers), transfer_throttle_s=throttle_s,
+                   transfer_tamper=os.environ.get(TAMPER_ENV) == "1")

@@ -1,0 +1,174 @@
+"""The node's view of the network: peers (gossip), DHT records, and verified ads of remote models.
+
+    net = Network(self_ref, view, peers, discovery)   # NetworkHooks for the Registry servicer
+    net.announce_once()      # DHT announce + gossip + push our ads to peers (the announce loop)
+    net.holders(model_id)    # gRPC addresses to pull from, good peers first
+
+Nothing a peer says is trusted: ads are kept only after `verify_ad`; DHT records are signed by
+hivemind's validator and still parsed defensively; a peer whose ad does not verify is marked bad.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable
+
+import grpc
+
+from node.client import CALL_TIMEOUT_S, connect, registry_stub
+from node.discovery import Discovery, NodeRecord
+from node.peers import PeerTable
+from protos import mergenet_pb2 as pb
+from registry.errors import RegistryError
+from registry.services import convert
+from registry.services.ads import VerifiedAd, verify_ad
+from registry.services.hooks import ModelSummary, NetworkState, PeerRef
+from registry.services.local_view import LocalView
+
+log = logging.getLogger(__name__)
+
+# Gossip and ad pushes are short; a slow peer must not stall the announce loop.
+GOSSIP_TIMEOUT_S = 3.0
+MAX_CACHED_ADS = 4096
+
+
+def local_capacity() -> dict[str, int]:
+    import psutil
+
+    return {"cpus": os.cpu_count() or 1, "memory_bytes": int(psutil.virtual_memory().total), "gpus": 0,
+            "gpu_memory_bytes": 0}
+
+
+class Network:
+    def __init__(self, self_ref: PeerRef, view: LocalView, peers: PeerTable, discovery: Discovery | None) -> None:
+        self.self_ref = self_ref
+        self.view = view
+        self.peers = peers
+        self.discovery = discovery
+        self.capacity = local_capacity()
+        self.announce_now = threading.Event()
+        self._lock = threading.Lock()
+        self._ads: dict[str, VerifiedAd] = {}
+        self._ad_holders: dict[str, set[str]] = {}
+
+    # -- NetworkHooks -------------------------------------------------------------------------
+
+    def exchange_peers(self, sender: PeerRef, known: list[PeerRef]) -> list[PeerRef]:
+        if sender.grpc_addr:
+            self.peers.add(sender.grpc_addr, sender.key_id, sender.version, source="announce")
+        for peer in known:
+            self.peers.add(peer.grpc_addr, peer.key_id, peer.version, source="gossip")
+        return [PeerRef(p.addr, p.key_id, p.version) for p in self.peers.gossip() if p.addr != sender.grpc_addr]
+
+    def accept_ads(self, sender: PeerRef, ads: list[VerifiedAd]) -> None:
+        self.peers.add(sender.grpc_addr, sender.key_id, sender.version, source="advertise")
+        for ad in ads:
+            self._remember(ad, sender.grpc_addr)
+
+    def remote_models(self, kind: str | None) -> list[ModelSummary]:
+        local = set(self.view.ids())
+        wanted: dict[str, set[str]] = {}
+        if self.discovery is not None:
+            for record in self.discovery.find_nodes():
+                if record.addr == self.self_ref.grpc_addr:
+                    continue
+                self.peers.add(record.addr, record.key_id, record.version, source="dht")
+                for model_id in record.models:
+                    wanted.setdefault(model_id, set()).add(record.addr)
+        with self._lock:
+            for model_id, holders in self._ad_holders.items():
+                wanted.setdefault(model_id, set()).update(holders)
+        rows = []
+        for model_id, holders in wanted.items():
+            if model_id in local:
+                continue
+            ad = self._ads.get(model_id) or self.fetch_ad(model_id, sorted(holders))
+            if ad is None:
+                continue
+            summary = _summary(ad, holders=tuple(self.peers.order(sorted(holders))))
+            if kind is None or summary.kind == kind:
+                rows.append(summary)
+        return rows
+
+    def holders(self, model_id: str) -> list[str]:
+        found: list[str] = []
+        if model_id in set(self.view.ids()):
+            found.append(self.self_ref.grpc_addr)
+        if self.discovery is not None:
+            found += self.discovery.find_holders(model_id)
+        with self._lock:
+            found += sorted(self._ad_holders.get(model_id, ()))
+        return self.peers.order(found)
+
+    def network_state(self) -> NetworkState:
+        maddrs = tuple(self.discovery.maddrs()) if self.discovery is not None else ()
+        return NetworkState(node=self.self_ref, dht_maddrs=maddrs, capacity=dict(self.capacity),
+                            peer_count=len(self.peers.good()))
+
+    def models_changed(self, model_ids: list[str]) -> None:
+        self.announce_now.set()
+
+    # -- work for the announce loop and pulls ---------------------------------------------------
+
+    def fetch_ad(self, model_id: str, holders: Iterable[str]) -> VerifiedAd | None:
+        """Ask holders for a model's manifest until one verifies; liars are marked bad."""
+        for addr in self.peers.order(list(holders)):
+            try:
+                with connect(addr) as ch:
+                    msg = registry_stub(ch).GetManifest(pb.GetManifestRequest(model_id=model_id),
+                                                        timeout=CALL_TIMEOUT_S)
+                ad = verify_ad(convert.ad_from_pb(msg))
+            except grpc.RpcError as exc:
+                log.info("manifest of %s not available from %s: %s", model_id, addr, exc.code())
+                continue
+            except RegistryError as exc:
+                log.warning("peer %s served a manifest that does not verify: %s", addr, exc)
+                self.peers.mark_bad(addr, f"bad manifest for {model_id}: {exc}")
+                continue
+            self._remember(ad, addr)
+            return ad
+        return None
+
+    def _remember(self, ad: VerifiedAd, holder: str) -> None:
+        with self._lock:
+            if ad.model_id not in self._ads and len(self._ads) >= MAX_CACHED_ADS:
+                return
+            self._ads[ad.model_id] = ad
+            if holder:
+                self._ad_holders.setdefault(ad.model_id, set()).add(holder)
+
+    def record(self) -> NodeRecord:
+        return NodeRecord(addr=self.self_ref.grpc_addr, key_id=self.self_ref.key_id, version=self.self_ref.version,
+                          capacity=dict(self.capacity), models=tuple(self.view.ids()))
+
+    def announce_once(self) -> None:
+        """Publish ourselves in the DHT, gossip with every good peer, push them our ads."""
+        record = self.record()
+        if self.discovery is not None:
+            self.discovery.announce(record, record.models)
+        ads = [convert.ad_to_pb(ad) for ad in (self.view.ad(i) for i in record.models) if ad is not None]
+        me = convert.peer_to_pb(self.self_ref)
+        for addr in self.peers.good():
+            self._gossip_with(addr, me, ads)
+
+    def _gossip_with(self, addr: str, me: pb.PeerInfo, ads: list[pb.ModelAd]) -> None:
+        known = [convert.peer_to_pb(PeerRef(p.addr, p.key_id, p.version)) for p in self.peers.gossip()]
+        try:
+            with connect(addr) as ch:
+                stub = registry_stub(ch)
+                reply = stub.Announce(pb.AnnounceRequest(sender=me, known=known), timeout=GOSSIP_TIMEOUT_S)
+                if ads:
+                    stub.Advertise(pb.AdvertiseRequest(sender=me, models=ads), timeout=GOSSIP_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            log.info("gossip with %s failed: %s", addr, exc.code())
+            return
+        for peer in reply.known:
+            self.peers.add(peer.grpc_addr, peer.key_id, peer.version, source="gossip")
+
+
+def _summary(ad: VerifiedAd, holders: tuple[str, ...]) -> ModelSummary:
+    return ModelSummary(model_id=ad.model_id, name=ad.manifest.name, kind=ad.manifest.kind,
+                        publisher_key_id=ad.key_id, size=sum(size for _, _, size in ad.ad.files), local=False,
+                        holders=holders)

@@ -1,0 +1,245 @@
+"""Pull a model from the network: verified manifest, resumable blob streams, atomic placement.
+
+    result = pull_from_network(model_id, home, out_dir, holders=["127.0.0.1:7471", ...],
+                               peers=table, trusted_only=False, progress=cb)
+
+1. Ask holders for the manifest until one verifies (signature, id) — liars are marked bad.
+2. Stream every file the signed statement lists into the store's kept `.incomplete` file,
+   resuming from its size (also after the puller restarts). A holder that dies is left for the
+   next one; a holder whose bytes do not hash to the signed digest is marked bad and the
+   partial file discarded (commit refuses it).
+3. Register the blobs in the local registry (which re-verifies signature and digests), so this
+   node holds and advertises the model; then copy them into a hidden staging folder next to
+   `out_dir` and rename it into place, so the folder is visible only when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from node.client import CALL_TIMEOUT_S, connect, registry_stub, rpc_error, transfer_stub
+from node.errors import NodeInputError, PeerError
+from node.peers import PeerTable
+from protos import mergenet_pb2 as pb
+from registry.errors import RegistryError, VerificationError
+from registry.local import LocalRegistry
+from registry.services import convert
+from registry.services.ads import MANIFEST_NAME, VerifiedAd, verify_ad
+from registry.store import BlobStore
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+SIGNATURE_NAME = "model.sig"
+
+
+@dataclass(frozen=True)
+class PullResult:
+    model_id: str
+    path: Path
+    sources: tuple[str, ...]  # holders that delivered bytes ("local" for the local store)
+    bytes_fetched: int
+
+
+def fetch_verified_ad(model_id: str, holders: Sequence[str], peers: PeerTable) -> tuple[VerifiedAd, str]:
+    """The first manifest among `holders` that verifies and has the requested id."""
+    errors = []
+    for addr in peers.order(list(holders)):
+        try:
+            with connect(addr) as ch:
+                msg = registry_stub(ch).GetManifest(pb.GetManifestRequest(model_id=model_id), timeout=CALL_TIMEOUT_S)
+            ad = verify_ad(convert.ad_from_pb(msg))
+        except grpc.RpcError as exc:
+            errors.append(f"{addr}: {exc.code().name}")
+            continue
+        except VerificationError as exc:
+            log.warning("holder %s served a manifest for %s that does not verify: %s", addr, model_id, exc)
+            peers.mark_bad(addr, f"bad manifest: {exc}")
+            errors.append(f"{addr}: bad manifest")
+            continue
+        if ad.model_id != model_id:
+            peers.mark_bad(addr, f"answered {ad.model_id} when asked for {model_id}")
+            continue
+        return ad, addr
+    tried = "; ".join(errors) or "no holders known"
+    raise PeerError(f"no holder served a verifiable manifest for {model_id} ({tried})")
+
+
+class _Fetcher:
+    """Streams blobs into the store's partial files, switching holders on failure."""
+
+    def __init__(self, store: BlobStore, holders: list[str], peers: PeerTable, total: int,
+                 progress: ProgressFn | None) -> None:
+        self.store = store
+        self.holders = holders
+        self.peers = peers
+        self.total = total
+        self.done = 0
+        self.fetched = 0
+        self.progress = progress
+        self.sources: list[str] = []
+
+    def fetch(self, digest: str, size_hint: int) -> None:
+        """Get one blob into the store; PeerError when every holder failed."""
+        failures = []
+        for addr in self.peers.order(self.holders):  # good holders first, known-bad ones last
+            start = self.done
+            try:
+                self._stream(addr, digest, size_hint)
+                self.store.commit_partial(digest)
+            except grpc.RpcError as exc:
+                log.warning("holder %s failed while sending %s: %s", addr, digest[:16], exc.code().name)
+                failures.append(f"{addr}: {exc.code().name}")
+                self.done = start + self._partial_size(digest)
+                if exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.CANCELLED):
+                    self.peers.mark_bad(addr, f"transfer failed: {exc.code().name}")
+                continue
+            except VerificationError:
+                log.warning("holder %s sent bytes that do not hash to %s; abandoning it", addr, digest[:16])
+                self.peers.mark_bad(addr, f"served bytes that do not match sha256:{digest}")
+                failures.append(f"{addr}: tampered bytes")
+                self.done = start
+                continue
+            if addr not in self.sources:
+                self.sources.append(addr)
+            return
+        raise PeerError(f"could not fetch blob sha256:{digest} from any holder ({'; '.join(failures)})")
+
+    def _partial_size(self, digest: str) -> int:
+        try:
+            return self.store.partial_path(digest).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _stream(self, addr: str, digest: str, size_hint: int) -> None:
+        part = self.store.partial_path(digest)
+        offset = self._partial_size(digest)
+        base = self.done
+        self._report(base + offset)
+        with connect(addr) as ch, open(part, "ab") as out:
+            stream = transfer_stub(ch).Fetch(pb.FetchRequest(digest=digest, offset=offset), timeout=None)
+            for chunk in stream:
+                if chunk.offset != offset or (size_hint and offset + len(chunk.data) > size_hint):
+                    stream.cancel()
+                    raise VerificationError(f"holder {addr} sent bytes at the wrong offset for {digest}")
+                out.write(chunk.data)
+                offset += len(chunk.data)
+                self.fetched += len(chunk.data)
+                self._report(base + offset)
+        self.done = base + offset
+
+    def _report(self, done: int) -> None:
+        if self.progress is not None:
+            self.progress(done, max(self.total, done))
+
+
+def find_holders(node_addr: str, model_id: str) -> list[str]:
+    """Ask the local node (DHT + peers) who holds a model; PeerError when no node answers."""
+    with connect(node_addr) as ch:
+        try:
+            reply = registry_stub(ch).FindHolders(pb.FindHoldersRequest(model_id=model_id), timeout=CALL_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            raise rpc_error(exc, node_addr) from None
+    return list(reply.holders)
+
+
+def pull(model_id: str, home: Path, out_dir: Path | None, sources: Sequence[str] = (), node_addr: str | None = None,
+         trusted_only: bool = False, progress: ProgressFn | None = None, peers: PeerTable | None = None) -> PullResult:
+    """Materialize a model: from the local store when held, else from `sources` or the holders
+    `node_addr` knows; `out_dir` defaults to ./<model name>."""
+    registry = LocalRegistry(home)
+    try:
+        held = _resolve_local(registry, model_id)
+        if held is not None:
+            record = registry.get(held)
+            check_trust(registry, record.signer, held, trusted_only)
+            dest = out_dir or default_out_dir(record.manifest.name)
+            _refuse_existing(dest)
+            registry.materialize(held, dest, progress=progress)
+            return PullResult(held, dest, ("local",), 0)
+        if not (model_id.startswith("sha256:") and len(model_id) == 71):
+            raise NodeInputError(f"{model_id!r} is not held locally; pulling from the network needs the full id "
+                                 "(sha256:<64 hex digits>, see `mergenet ls --remote`)")
+        holders = list(sources) or find_holders(node_addr or "", model_id)
+        if not holders:
+            raise PeerError(f"no node in the network is known to hold {model_id}; pass --from HOST:PORT of a holder")
+        return pull_from_network(registry, model_id, out_dir, holders, peers=peers, trusted_only=trusted_only,
+                                 progress=progress)
+    finally:
+        registry.close()
+
+
+def _resolve_local(registry: LocalRegistry, model_id: str) -> str | None:
+    try:
+        return registry.resolve(model_id)
+    except RegistryError:
+        return None
+
+
+def default_out_dir(model_name: str) -> Path:
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in model_name).strip(".-") or "model"
+    return Path.cwd() / name
+
+
+def _refuse_existing(out_dir: Path) -> None:
+    if out_dir.exists():
+        raise NodeInputError(f"output folder {out_dir} already exists; choose another -o or remove it")
+
+
+def pull_from_network(registry: LocalRegistry, model_id: str, out_dir: Path | None, holders: Sequence[str],
+                      peers: PeerTable | None = None, trusted_only: bool = False,
+                      progress: ProgressFn | None = None) -> PullResult:
+    """Fetch, verify and place a model from `holders`; see the module docstring."""
+    peers = peers or PeerTable()
+    if out_dir is not None:
+        _refuse_existing(out_dir)
+    ad, first = fetch_verified_ad(model_id, holders, peers)
+    check_trust(registry, ad.key_id, model_id, trusted_only)
+    out_dir = out_dir or default_out_dir(ad.manifest.name)
+    _refuse_existing(out_dir)
+    store = registry.store
+    total = sum(ad.size_of(rel) for rel in ad.resources)
+    fetcher = _Fetcher(store, [first, *[h for h in holders if h != first]], peers, total, progress)
+    for rel, digest in ad.resources.items():
+        if rel == MANIFEST_NAME:
+            store.put_bytes(ad.ad.manifest)  # verified with the ad already
+        if store.has(digest):
+            fetcher.done += ad.size_of(rel)
+            continue
+        fetcher.fetch(digest, ad.size_of(rel))
+    # The registry re-verifies the signature and every blob before indexing: from now on this
+    # node holds the model and advertises it.
+    registry.ingest_from_store(ad.ad.signature, list(ad.resources))
+    place_folder(store, ad, out_dir)
+    return PullResult(model_id, out_dir, tuple(fetcher.sources), fetcher.fetched)
+
+
+def check_trust(registry: LocalRegistry, key_id: str, model_id: str, trusted_only: bool) -> None:
+    """With --trusted-only, refuse models whose signer is neither this home's key nor trusted."""
+    if trusted_only and not registry.is_trusted(key_id):
+        raise VerificationError(f"{model_id} is signed by key {key_id[:16]}…, which is not in your trust list; "
+                                f"run `mergenet trust add {key_id[:16]}` if you trust it")
+
+
+def place_folder(store: BlobStore, ad: VerifiedAd, out_dir: Path) -> None:
+    """Copy verified blobs into a hidden sibling folder, then rename it to `out_dir` (atomic)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.parent / f".{out_dir.name}.pulling-{os.getpid()}-{int(time.time())}"
+    try:
+        for rel, digest in ad.resources.items():
+            dest = staging / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            store.copy_out(digest, dest)
+        (staging / SIGNATURE_NAME).write_bytes(ad.ad.signature)
+        os.rename(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -1,0 +1,72 @@
+"""Transfer servicer: stream a stored blob, addressed only by its sha256, from an offset.
+
+    TransferServicer(blob_path=view.blob_path)   # digest hex → Path | None
+
+Requests name a digest, never a path, and the digest must be 64 lowercase hex characters, so
+nothing outside the content store can be read. Chunks are CHUNK_SIZE bytes; a puller resumes
+by asking again from the size of its partial file.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+
+from protos import mergenet_pb2 as pb
+from protos import mergenet_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+# 1 MiB: large enough that per-message overhead is negligible on loopback, small enough that a
+# resume wastes little and messages stay far below gRPC's default 4 MiB limit.
+CHUNK_SIZE = 1 << 20
+DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def normalize_digest(text: str) -> str | None:
+    """`sha256:<hex>` or `<hex>` → hex when well-formed, else None."""
+    hexpart = text[7:] if text.startswith("sha256:") else text
+    return hexpart if DIGEST_RE.match(hexpart) else None
+
+
+class TransferServicer(pb_grpc.TransferServicer):
+    """:param blob_path: digest hex → path of the stored blob, None when not held
+    :param throttle_s: test-only pause after each chunk (to interrupt pulls deterministically)
+    :param tamper: test-only: flip one byte per chunk, to exercise the pullers' checks
+    """
+
+    def __init__(self, blob_path: Callable[[str], Path | None], throttle_s: float = 0.0, tamper: bool = False) -> None:
+        self._blob_path = blob_path
+        self._throttle_s = throttle_s
+        self._tamper = tamper
+
+    def Fetch(self, request: pb.FetchRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
+        digest = normalize_digest(request.digest)
+        if digest is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "digest must be 64 lowercase hex characters (sha256)")
+        path = self._blob_path(digest)
+        if path is None or not path.is_file():
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no blob sha256:{digest} in this node's store")
+        size = path.stat().st_size
+        offset = int(request.offset)
+        if offset > size:
+            context.abort(grpc.StatusCode.OUT_OF_RANGE, f"offset {offset} is past the blob's end ({size} bytes)")
+        with path.open("rb") as f:
+            f.seek(offset)
+            while context.is_active():
+                data = f.read(CHUNK_SIZE)
+                if not data:
+                    break
+                if self._tamper:
+                    data = bytes([data[0] ^ 0xFF]) + data[1:]
+                yield pb.Chunk(offset=offset, data=data, total_size=size)
+                offset += len(data)
+                if self._throttle_s:
+                    time.sleep(self._throttle_s)
+        if size == 0:
+            yield pb.Chunk(offset=0, data=b"", total_size=0)
