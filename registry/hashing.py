@@ -1,0 +1,158 @@
+"""Fast sha256 of model files: whole files, per-tensor digests, many files in parallel.
+
+    digest = sha256_file(path)                                  # one core, hashlib speed
+    results = hash_files({"model.safetensors": path}, tensors={"model.safetensors": ranges})
+
+hashlib releases the GIL while it hashes large buffers, so threads give real parallelism:
+files are hashed on a thread pool, and within a file the per-tensor digests (and an optional
+copy into the content store) run on a second thread over the same buffer the file digest
+reads, so asking for them costs CPU, not wall time, and the file is read once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+BUFFER_BYTES = 8 << 20  # large reads amortize syscalls; 8 MiB keeps two buffers per file cheap
+
+ProgressFn = Callable[[int, int], None]
+TensorRange = tuple[str, int, int]  # (tensor name, absolute start, absolute end) in the file
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    sha256: str
+    size: int
+    tensors: dict[str, str] = field(default_factory=dict)
+
+
+def available_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def sha256_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> str:
+    """Plain sha256 of one file with a reused buffer (readinto) — the single-core fast path."""
+    h = hashlib.sha256()
+    buf = bytearray(BUFFER_BYTES)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+            if on_bytes:
+                on_bytes(n)
+    return h.hexdigest()
+
+
+class _TensorHasher:
+    """Feeds consecutive chunks of a file to one sha256 per tensor byte range."""
+
+    def __init__(self, ranges: Sequence[TensorRange]):
+        self.ranges = sorted(ranges, key=lambda r: (r[1], r[2]))
+        self.hashers = [hashlib.sha256() for _ in self.ranges]
+        self.first = 0  # index of the first range that may still receive bytes
+
+    def update(self, chunk: memoryview, offset: int) -> None:
+        end = offset + len(chunk)
+        i = self.first
+        while i < len(self.ranges):
+            _, start, stop = self.ranges[i]
+            if start >= end:
+                break
+            if stop > offset:
+                lo, hi = max(start, offset), min(stop, end)
+                self.hashers[i].update(chunk[lo - offset:hi - offset])
+            if stop <= end:
+                self.first = i + 1
+            i += 1
+
+    def digests(self) -> dict[str, str]:
+        return {name: h.hexdigest() for (name, _, _), h in zip(self.ranges, self.hashers, strict=True)}
+
+
+def hash_file(path: Path, tensors: Sequence[TensorRange] = (), sink: BinaryIO | None = None,
+              on_bytes: Callable[[int], None] | None = None) -> FileDigest:
+    """sha256 of the file, plus one sha256 per tensor range and a copy into `sink` when asked.
+
+    The file is read once into two alternating buffers; while chunk i+1 is being read, chunk i
+    is hashed on one thread and tensor-hashed / written on another.
+    """
+    if not tensors and sink is None:
+        size = os.path.getsize(path)
+        return FileDigest(sha256_file(path, on_bytes), size)
+    whole = hashlib.sha256()
+    per_tensor = _TensorHasher(tensors)
+    bufs = (bytearray(BUFFER_BYTES), bytearray(BUFFER_BYTES))
+
+    def side(chunk: memoryview, offset: int) -> None:
+        if tensors:
+            per_tensor.update(chunk, offset)
+        if sink is not None:
+            sink.write(chunk)
+
+    offset, pending = 0, []
+    with open(path, "rb", buffering=0) as f, ThreadPoolExecutor(2, thread_name_prefix="hash") as pool:
+        i = 0
+        while True:
+            buf = bufs[i % 2]
+            n = f.readinto(buf)
+            _wait(pending)  # chunk i-1 done: hashers are ready for chunk i, and its buffer is free next round
+            if not n:
+                break
+            chunk = memoryview(buf)[:n]
+            pending = [pool.submit(whole.update, chunk), pool.submit(side, chunk, offset)]
+            offset += n
+            i += 1
+            if on_bytes:
+                on_bytes(n)
+    return FileDigest(whole.hexdigest(), offset, per_tensor.digests())
+
+
+def _wait(futures: list[Future]) -> None:
+    for fut in futures:
+        fut.result()
+
+
+def hash_files(paths: Mapping[str, Path], tensors: Mapping[str, Sequence[TensorRange]] | None = None,
+               workers: int | None = None, progress: ProgressFn | None = None,
+               per_file: Callable[[str, Path, Sequence[TensorRange], Callable[[int], None]], FileDigest] | None = None,
+               ) -> dict[str, FileDigest]:
+    """Hash many files in parallel: {name: path} → {name: FileDigest}.
+
+    `per_file(name, path, ranges, on_bytes)` replaces the default `hash_file` (the store uses
+    it to copy while hashing). Largest files start first so the pool finishes together.
+    """
+    tensors = tensors or {}
+    total = sum(os.path.getsize(p) for p in paths.values())
+    done = 0
+    lock = threading.Lock()
+
+    def on_bytes(n: int) -> None:
+        nonlocal done
+        with lock:
+            done += n
+            if progress:
+                progress(done, total)
+
+    def one(name: str) -> FileDigest:
+        ranges = tensors.get(name, ())
+        if per_file is not None:
+            return per_file(name, paths[name], ranges, on_bytes)
+        return hash_file(paths[name], ranges, on_bytes=on_bytes)
+
+    order = sorted(paths, key=lambda n: -os.path.getsize(paths[n]))
+    n_workers = max(1, min(len(order), workers or available_cpus()))
+    if progress:
+        progress(0, total)
+    with ThreadPoolExecutor(n_workers, thread_name_prefix="hash-files") as pool:
+        results = dict(zip(order, pool.map(one, order), strict=True))
+    return {name: results[name] for name in sorted(results)}
