@@ -430,3 +430,464 @@ class Transfer:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class PlansStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Propose = channel.unary_unary(
+                '/mergenet.v1.Plans/Propose',
+                request_serializer=mergenet__pb2.ProposeRequest.SerializeToString,
+                response_deserializer=mergenet__pb2.ProposeReply.FromString,
+                _registered_method=True)
+        self.Offer = channel.unary_unary(
+                '/mergenet.v1.Plans/Offer',
+                request_serializer=mergenet__pb2.PlanStatement.SerializeToString,
+                response_deserializer=mergenet__pb2.PlanAck.FromString,
+                _registered_method=True)
+        self.Consent = channel.unary_unary(
+                '/mergenet.v1.Plans/Consent',
+                request_serializer=mergenet__pb2.PlanStatement.SerializeToString,
+                response_deserializer=mergenet__pb2.PlanAck.FromString,
+                _registered_method=True)
+        self.Bid = channel.unary_unary(
+                '/mergenet.v1.Plans/Bid',
+                request_serializer=mergenet__pb2.PlanStatement.SerializeToString,
+                response_deserializer=mergenet__pb2.PlanAck.FromString,
+                _registered_method=True)
+        self.Commit = channel.unary_unary(
+                '/mergenet.v1.Plans/Commit',
+                request_serializer=mergenet__pb2.PlanStatement.SerializeToString,
+                response_deserializer=mergenet__pb2.PlanAck.FromString,
+                _registered_method=True)
+        self.Report = channel.unary_unary(
+                '/mergenet.v1.Plans/Report',
+                request_serializer=mergenet__pb2.PlanStatement.SerializeToString,
+                response_deserializer=mergenet__pb2.PlanAck.FromString,
+                _registered_method=True)
+        self.Attest = channel.unary_unary(
+                '/mergenet.v1.Plans/Attest',
+                request_serializer=mergenet__pb2.PlanStatement.SerializeToString,
+                response_deserializer=mergenet__pb2.PlanAck.FromString,
+                _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/mergenet.v1.Plans/Status',
+                request_serializer=mergenet__pb2.PlanStatusRequest.SerializeToString,
+                response_deserializer=mergenet__pb2.PlanStatusReply.FromString,
+                _registered_method=True)
+        self.List = channel.unary_unary(
+                '/mergenet.v1.Plans/List',
+                request_serializer=mergenet__pb2.PlanListRequest.SerializeToString,
+                response_deserializer=mergenet__pb2.PlanListReply.FromString,
+                _registered_method=True)
+        self.Decide = channel.unary_unary(
+                '/mergenet.v1.Plans/Decide',
+                request_serializer=mergenet__pb2.DecideRequest.SerializeToString,
+                response_deserializer=mergenet__pb2.PlanAck.FromString,
+                _registered_method=True)
+
+
+class PlansServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Propose(self, request, context):
+        """From a local client: check policies, sign the plan and send it to the network.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Offer(self, request, context):
+        """Between nodes, flooded with dedup: plan, consent, bid, commit, result, attestation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Consent(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Bid(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Commit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Report(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Attest(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Status(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def List(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Decide(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PlansServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Propose': grpc.unary_unary_rpc_method_handler(
+                    servicer.Propose,
+                    request_deserializer=mergenet__pb2.ProposeRequest.FromString,
+                    response_serializer=mergenet__pb2.ProposeReply.SerializeToString,
+            ),
+            'Offer': grpc.unary_unary_rpc_method_handler(
+                    servicer.Offer,
+                    request_deserializer=mergenet__pb2.PlanStatement.FromString,
+                    response_serializer=mergenet__pb2.PlanAck.SerializeToString,
+            ),
+            'Consent': grpc.unary_unary_rpc_method_handler(
+                    servicer.Consent,
+                    request_deserializer=mergenet__pb2.PlanStatement.FromString,
+                    response_serializer=mergenet__pb2.PlanAck.SerializeToString,
+            ),
+            'Bid': grpc.unary_unary_rpc_method_handler(
+                    servicer.Bid,
+                    request_deserializer=mergenet__pb2.PlanStatement.FromString,
+                    response_serializer=mergenet__pb2.PlanAck.SerializeToString,
+            ),
+            'Commit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Commit,
+                    request_deserializer=mergenet__pb2.PlanStatement.FromString,
+                    response_serializer=mergenet__pb2.PlanAck.SerializeToString,
+            ),
+            'Report': grpc.unary_unary_rpc_method_handler(
+                    servicer.Report,
+                    request_deserializer=mergenet__pb2.PlanStatement.FromString,
+                    response_serializer=mergenet__pb2.PlanAck.SerializeToString,
+            ),
+            'Attest': grpc.unary_unary_rpc_method_handler(
+                    servicer.Attest,
+                    request_deserializer=mergenet__pb2.PlanStatement.FromString,
+                    response_serializer=mergenet__pb2.PlanAck.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=mergenet__pb2.PlanStatusRequest.FromString,
+                    response_serializer=mergenet__pb2.PlanStatusReply.SerializeToString,
+            ),
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=mergenet__pb2.PlanListRequest.FromString,
+                    response_serializer=mergenet__pb2.PlanListReply.SerializeToString,
+            ),
+            'Decide': grpc.unary_unary_rpc_method_handler(
+                    servicer.Decide,
+                    request_deserializer=mergenet__pb2.DecideRequest.FromString,
+                    response_serializer=mergenet__pb2.PlanAck.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'mergenet.v1.Plans', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('mergenet.v1.Plans', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Plans:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Propose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mergenet.v1.Plans/Propose',
+            mergenet__pb2.ProposeRequest.SerializeToString,
+            mergenet__pb2.ProposeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Offer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mergenet.v1.Plans/Offer',
+            mergenet__pb2.PlanStatement.SerializeToString,
+            mergenet__pb2.PlanAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Consent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mergenet.v1.Plans/Consent',
+            mergenet__pb2.PlanStatement.SerializeToString,
+            mergenet__pb2.PlanAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Bid(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mergenet.v1.Plans/Bid',
+            mergenet__pb2.PlanStatement.SerializeToString,
+            mergenet__pb2.PlanAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Commit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mergenet.v1.Plans/Commit',
+            mergenet__pb2.PlanStatement.SerializeToString,
+            mergenet__pb2.PlanAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Report(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mergenet.v1.Plans/Report',
+            mergenet__pb2.PlanStatement.SerializeToString,
+            mergenet__pb2.PlanAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Attest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mergenet.v1.Plans/Attest',
+            mergenet__pb2.PlanStatement.SerializeToString,
+            mergenet__pb2.PlanAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mergenet.v1.Plans/Status',
+            mergenet__pb2.PlanStatusRequest.SerializeToString,
+            mergenet__pb2.PlanStatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mergenet.v1.Plans/List',
+            mergenet__pb2.PlanListRequest.SerializeToString,
+            mergenet__pb2.PlanListReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Decide(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mergenet.v1.Plans/Decide',
+            mergenet__pb2.DecideRequest.SerializeToString,
+            mergenet__pb2.PlanAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
