@@ -185,6 +185,9 @@ def _write_output(model: Any, tok: Any, recipe: FusionRecipe, result: FusionResu
         model.to("cpu").save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / "README.md").write_text(model_card(recipe, result.to_dict()), encoding="utf-8")
+        # mkdtemp (and some savers) create owner-only modes; a published model is meant to be read.
+        for path in (tmp, *tmp.iterdir()):
+            path.chmod(0o755 if path.is_dir() else 0o644)
         if out_dir.is_dir():
             out_dir.rmdir()  # checked empty up front; a folder that filled since then makes this fail loudly
         os.replace(tmp, out_dir)
