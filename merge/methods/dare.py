@@ -1,0 +1,39 @@
+"""DARE: drop each task-vector entry with probability 1 − density and rescale the survivors by
+1/density, then combine linearly (`dare_linear`) or with TIES sign election (`dare_ties`).
+
+Reference: Yu et al., https://arxiv.org/abs/2311.03099. mergekit 0.1.5 rescales the dropped
+vector to its former L1 norm instead of by 1/density (equal in expectation); mergenet follows the
+paper. The drop mask comes from the per-tensor generator, so results are reproducible.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from merge.methods.gta import combine, gta_params, task_vectors, weights_of
+from merge.methods.sparsify import bernoulli
+
+PARAMS = gta_params(normalize=False, rescale=True)
+REFERENCE = "https://arxiv.org/abs/2311.03099"
+
+
+def _dropped(tensors: list[torch.Tensor], base: torch.Tensor, params: list[dict[str, Any]],
+             global_params: dict[str, Any], generator: torch.Generator | None) -> list[torch.Tensor]:
+    return [bernoulli(d, p["density"], generator, rescale=global_params["rescale"])
+            for d, p in zip(task_vectors(tensors, base), params, strict=True)]
+
+
+def dare_ties(tensors: list[torch.Tensor], base: torch.Tensor | None, params: list[dict[str, Any]],
+              global_params: dict[str, Any], generator: torch.Generator | None) -> torch.Tensor:
+    deltas = _dropped(tensors, base, params, global_params, generator)
+    return combine(base, deltas, weights_of(params), consensus=True,
+                   normalize=global_params["normalize"], lam=global_params["lambda"])
+
+
+def dare_linear(tensors: list[torch.Tensor], base: torch.Tensor | None, params: list[dict[str, Any]],
+                global_params: dict[str, Any], generator: torch.Generator | None) -> torch.Tensor:
+    deltas = _dropped(tensors, base, params, global_params, generator)
+    return combine(base, deltas, weights_of(params), consensus=False,
+                   normalize=global_params["normalize"], lam=global_params["lambda"])

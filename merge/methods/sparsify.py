@@ -1,0 +1,125 @@
+"""Sparsification of task vectors: magnitude trimming (TIES), outlier-aware trimming
+(breadcrumbs) and Bernoulli dropping (DARE).
+
+    delta = magnitude(delta, density=0.3)               # keep the 30% largest |delta|
+    delta = bernoulli(delta, density=0.3, generator=g)  # DARE: drop, then rescale by 1/density
+
+Trimming keeps k = max(1, int(density·numel)) entries (density ≥ 1 keeps all, ≤ 0 none), as
+mergekit does. Entries tied with the k-th largest magnitude are kept lowest index first, so the
+result is deterministic (mergekit's argsort is not stable on large CPU tensors). All functions
+may overwrite their input and return it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# Below this many elements kthvalue on the whole tensor is cheap; above it we first bracket the
+# threshold with a strided sample so that kthvalue only sees a thin band (kthvalue copies its
+# input and allocates int64 indices, which would be 3× the tensor in scratch memory).
+DIRECT_SELECT_MAX = 1 << 20
+SAMPLE_SIZE = 1 << 16
+L1_EPS = 1e-7
+
+
+def kth_largest(a: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest value of `a` (1 ≤ k ≤ numel), exact, in O(numel) time and small scratch."""
+    flat = a.reshape(-1)
+    n = flat.numel()
+    if n <= DIRECT_SELECT_MAX:
+        return flat.kthvalue(n - k + 1).values
+    step = max(1, n // SAMPLE_SIZE)
+    sample = flat[::step].sort().values
+    m = sample.numel()
+    q = 1.0 - k / n  # quantile of the threshold
+    margin = 6.0 * math.sqrt(m * q * (1 - q)) + 32
+    lo = sample[max(0, int(q * m - margin))]
+    hi = sample[min(m - 1, int(q * m + margin))]
+    above = int((flat > hi).sum())
+    if above < k:
+        band = flat[(flat >= lo) & (flat <= hi)]
+        if above + band.numel() >= k:
+            return band.kthvalue(band.numel() - (k - above) + 1).values
+    return flat.kthvalue(n - k + 1).values  # the sample misled us: exact fallback
+
+
+def topk_mask(a: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of the k largest entries of `a`; ties at the threshold go to lower indices."""
+    if k >= a.numel():
+        return torch.ones_like(a, dtype=torch.bool)
+    if k <= 0:
+        return torch.zeros_like(a, dtype=torch.bool)
+    thr = kth_largest(a, k)
+    mask = a > thr
+    need = k - int(mask.sum())
+    if need > 0:
+        eq = (a == thr).reshape(-1).nonzero().reshape(-1)[:need]
+        mask.reshape(-1)[eq] = True
+    return mask
+
+
+def trim_count(density: float, numel: int) -> int:
+    """How many entries magnitude trimming keeps."""
+    if density >= 1:
+        return numel
+    if density <= 0 or numel == 0:
+        return 0
+    return max(1, int(density * numel))
+
+
+def rescale_l1(masked: torch.Tensor, l1_before: torch.Tensor) -> torch.Tensor:
+    """Scale `masked` back to the L1 norm it had before masking (mergekit's `rescale` for trimming)."""
+    after = masked.abs().sum()
+    if l1_before >= L1_EPS and after >= L1_EPS:
+        masked.mul_(l1_before / after)
+    return masked
+
+
+def magnitude(delta: torch.Tensor, density: float, rescale: bool = False) -> torch.Tensor:
+    """Keep the `density` share of entries with the largest magnitude, zero the rest."""
+    k = trim_count(density, delta.numel())
+    if k >= delta.numel():
+        return delta
+    l1 = delta.abs().sum() if rescale else None
+    mag = delta.abs()
+    keep = topk_mask(mag, k)
+    del mag
+    delta.mul_(keep)
+    return rescale_l1(delta, l1) if rescale else delta
+
+
+def magnitude_outliers(delta: torch.Tensor, density: float, gamma: float = 0.01, rescale: bool = False) -> torch.Tensor:
+    """Breadcrumbs: drop the `gamma` share of largest magnitudes, then the smallest, keeping `density`.
+
+    As in mergekit: target = int(density·n), top = int(gamma·n), bottom = max(0, n − target − top);
+    the entries ranked bottom+1 … bottom+target from the smallest are kept.
+    """
+    if density >= 1:
+        return delta
+    n = delta.numel()
+    target = max(0, int(density * n))
+    bottom = max(0, n - target - int(gamma * n))
+    l1 = delta.abs().sum() if rescale else None
+    mag = delta.abs()
+    keep = topk_mask(mag, n - bottom)
+    if n - bottom - target > 0:
+        keep &= ~topk_mask(mag, n - bottom - target)
+    del mag
+    delta.mul_(keep)
+    return rescale_l1(delta, l1) if rescale else delta
+
+
+def bernoulli(delta: torch.Tensor, density: float, generator: torch.Generator | None,
+              rescale: bool = True) -> torch.Tensor:
+    """DARE: keep each entry with probability `density`; with `rescale`, divide survivors by density."""
+    if density >= 1:
+        return delta
+    if density <= 0:
+        return delta.zero_()
+    keep = torch.rand(delta.shape, generator=generator, device=delta.device) < density
+    delta.mul_(keep)
+    if rescale:
+        delta.div_(density)
+    return delta

@@ -1,0 +1,310 @@
+"""Merge recipes: mergekit-style YAML parsed into frozen dataclasses, validated at the edge.
+
+    recipe = load_recipe("ties.yaml")          # or a YAML string, or a dict
+    recipe = recipe.with_models({"sha256:ab…": "/tmp/expert1"})
+    text = recipe.to_yaml()
+
+First step of the pipeline recipe → plan → method → executor → writer. Every error names the
+field at fault and lists what is supported, so a recipe can be fixed from the message alone.
+Parameter values are kept as written (scalars, per-layer gradients, `{filter, value}` lists);
+`merge.params` resolves them per tensor.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from merge.errors import RecipeError
+
+# dtype names a recipe may use → canonical torch names (mergekit accepts the same spellings).
+DTYPES = {
+    "float32": "float32", "fp32": "float32", "float": "float32",
+    "float16": "float16", "fp16": "float16", "half": "float16",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+}
+TOP_KEYS = ("merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype",
+            "tokenizer_source", "name")
+MODEL_KEYS = ("model", "parameters")
+SLICE_KEYS = ("sources", "parameters", "base_model")
+SOURCE_KEYS = ("model", "layer_range", "parameters")
+
+
+@dataclass(frozen=True)
+class SliceSource:
+    """One input of an output slice: `layer_range` [start, end) of `model`."""
+
+    model: str
+    layer_range: tuple[int, int]
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Slice:
+    """A block of output layers taken from the same layer count of every source."""
+
+    sources: tuple[SliceSource, ...]
+    parameters: dict[str, Any] = field(default_factory=dict)
+    base_model: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    model: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated merge recipe. Parameter dicts hold raw settings; treat them as read-only."""
+
+    merge_method: str
+    models: tuple[ModelEntry, ...] = ()
+    slices: tuple[Slice, ...] = ()
+    base_model: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    dtype: str | None = None
+    out_dtype: str | None = None
+    tokenizer_source: str | None = None
+    name: str | None = None
+
+    def model_refs(self) -> list[str]:
+        """Every model the recipe names (base first), each once, in order of appearance."""
+        refs = [self.base_model] if self.base_model else []
+        refs += [m.model for m in self.models]
+        for s in self.slices:
+            refs += ([s.base_model] if s.base_model else []) + [src.model for src in s.sources]
+        if self.tokenizer_source and self.tokenizer_source != "base":
+            refs.append(self.tokenizer_source)
+        return list(dict.fromkeys(refs))
+
+    def with_models(self, mapping: Mapping[str, str]) -> Recipe:
+        """The same recipe with model references replaced (refs missing from `mapping` stay)."""
+
+        def sub(ref: str | None) -> str | None:
+            return None if ref is None else str(mapping.get(ref, ref))
+
+        tok = self.tokenizer_source if self.tokenizer_source == "base" else sub(self.tokenizer_source)
+        return Recipe(
+            merge_method=self.merge_method,
+            models=tuple(ModelEntry(sub(m.model), m.parameters) for m in self.models),
+            slices=tuple(
+                Slice(tuple(SliceSource(sub(src.model), src.layer_range, src.parameters) for src in s.sources),
+                      s.parameters, sub(s.base_model))
+                for s in self.slices
+            ),
+            base_model=sub(self.base_model), parameters=self.parameters, dtype=self.dtype,
+            out_dtype=self.out_dtype, tokenizer_source=tok, name=self.name,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data in mergekit's layout; `load_recipe(r.to_dict()) == r`."""
+        out: dict[str, Any] = {"merge_method": self.merge_method}
+        if self.base_model:
+            out["base_model"] = self.base_model
+        if self.models:
+            out["models"] = [{"model": m.model, **({"parameters": copy.deepcopy(m.parameters)} if m.parameters else {})}
+                             for m in self.models]
+        if self.slices:
+            out["slices"] = [_slice_dict(s) for s in self.slices]
+        if self.parameters:
+            out["parameters"] = copy.deepcopy(self.parameters)
+        for key in ("dtype", "out_dtype", "tokenizer_source", "name"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _slice_dict(s: Slice) -> dict[str, Any]:
+    sources = []
+    for src in s.sources:
+        d: dict[str, Any] = {"model": src.model, "layer_range": list(src.layer_range)}
+        if src.parameters:
+            d["parameters"] = copy.deepcopy(src.parameters)
+        sources.append(d)
+    out: dict[str, Any] = {"sources": sources}
+    if s.parameters:
+        out["parameters"] = copy.deepcopy(s.parameters)
+    if s.base_model:
+        out["base_model"] = s.base_model
+    return out
+
+
+def load_recipe(source: Path | str | Mapping[str, Any]) -> Recipe:
+    """Parse a recipe from a YAML file path, a YAML string or a mapping; RecipeError if invalid."""
+    where = "recipe"
+    if isinstance(source, Mapping):
+        data = source
+    else:
+        text = str(source)
+        path = Path(text)
+        if isinstance(source, Path) or ("\n" not in text and (path.suffix in (".yaml", ".yml") or path.is_file())):
+            where = str(path)
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise RecipeError(f"cannot read recipe {path}: {exc.strerror or exc}") from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"{where} is not valid YAML: {' '.join(str(exc).split())}") from exc
+    if not isinstance(data, Mapping):
+        raise RecipeError(f"{where} must be a YAML mapping with at least a 'merge_method' key")
+    return _parse(data, where)
+
+
+def _parse(data: Mapping[str, Any], where: str) -> Recipe:
+    from merge.methods import METHODS  # here, not at import: methods import torch
+
+    _check_keys(data, TOP_KEYS, where)
+    method = data.get("merge_method")
+    if not isinstance(method, str) or method not in METHODS:
+        raise RecipeError(f"{where}: unknown merge_method {method!r}; supported: {', '.join(sorted(METHODS))}")
+    models = tuple(_model(m, f"{where}: models[{i}]") for i, m in enumerate(_list(data, "models", where)))
+    slices = tuple(_slice(s, f"{where}: slices[{i}]") for i, s in enumerate(_list(data, "slices", where)))
+    if models and slices:
+        raise RecipeError(f"{where}: give either 'models' or 'slices', not both")
+    if not models and not slices:
+        raise RecipeError(f"{where}: no input models; add a 'models' list (or 'slices' with sources)")
+    base = _ref(data.get("base_model"), f"{where}: base_model", optional=True)
+    tok = data.get("tokenizer_source")
+    if tok is not None and (not isinstance(tok, str) or tok == "union"):
+        raise RecipeError(f"{where}: tokenizer_source must be 'base' or a model reference "
+                          f"(vocabulary union is not supported), got {tok!r}")
+    recipe = Recipe(
+        merge_method=method, models=models, slices=slices, base_model=base,
+        parameters=_params(data.get("parameters"), f"{where}: parameters"),
+        dtype=_dtype(data.get("dtype"), f"{where}: dtype"),
+        out_dtype=_dtype(data.get("out_dtype"), f"{where}: out_dtype"),
+        tokenizer_source=tok, name=data.get("name"),
+    )
+    _check_method(recipe, where)
+    return recipe
+
+
+def _check_method(recipe: Recipe, where: str) -> None:
+    """Parameter names and model counts the chosen method can use."""
+    from merge.methods import METHODS, RECIPE_PARAMS
+
+    method = METHODS[recipe.merge_method]
+    known = {p.name for p in method.params} | set(RECIPE_PARAMS)
+    scopes = [("parameters", recipe.parameters)] + [(f"models[{i}].parameters", m.parameters)
+                                                     for i, m in enumerate(recipe.models)]
+    for i, s in enumerate(recipe.slices):
+        scopes.append((f"slices[{i}].parameters", s.parameters))
+        scopes += [(f"slices[{i}].sources[{j}].parameters", src.parameters) for j, src in enumerate(s.sources)]
+    for scope, params in scopes:
+        for name in params:
+            if name not in known:
+                raise RecipeError(f"{where}: {scope}: unknown parameter {name!r} for {method.name}; "
+                                  f"supported: {', '.join(sorted(known))}")
+    if method.needs_base and not recipe.base_model and not any(s.base_model for s in recipe.slices):
+        raise RecipeError(f"{where}: merge_method {method.name} needs a base_model")
+
+
+def _check_keys(data: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    for key in data:
+        if key not in allowed:
+            raise RecipeError(f"{where}: unknown key {key!r}; supported: {', '.join(allowed)}")
+
+
+def _list(data: Mapping[str, Any], key: str, where: str) -> list[Any]:
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise RecipeError(f"{where}: '{key}' must be a list")
+    return value
+
+
+def _ref(value: Any, where: str, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, Mapping) and "model" in value:  # mergekit's long form {model: {path: ...}}
+        value = value["model"].get("path") if isinstance(value["model"], Mapping) else value["model"]
+    if not isinstance(value, str) or not value.strip():
+        raise RecipeError(f"{where} must be a model folder path or a model id (sha256:...), got {value!r}")
+    return value.strip()
+
+
+def _model(entry: Any, where: str) -> ModelEntry:
+    if isinstance(entry, str):
+        return ModelEntry(_ref(entry, where))
+    if not isinstance(entry, Mapping):
+        raise RecipeError(f"{where} must be a mapping with a 'model' key")
+    _check_keys(entry, MODEL_KEYS, where)
+    return ModelEntry(_ref(entry.get("model"), f"{where}.model"),
+                      _params(entry.get("parameters"), f"{where}.parameters"))
+
+
+def _slice(entry: Any, where: str) -> Slice:
+    if not isinstance(entry, Mapping):
+        raise RecipeError(f"{where} must be a mapping with a 'sources' list")
+    _check_keys(entry, SLICE_KEYS, where)
+    sources = []
+    for j, src in enumerate(_list(entry, "sources", where)):
+        w = f"{where}.sources[{j}]"
+        if not isinstance(src, Mapping):
+            raise RecipeError(f"{w} must be a mapping with 'model' and 'layer_range'")
+        _check_keys(src, SOURCE_KEYS, w)
+        lr = src.get("layer_range")
+        if (not isinstance(lr, list | tuple) or len(lr) != 2 or not all(isinstance(x, int) for x in lr)
+                or lr[0] < 0 or lr[1] <= lr[0]):
+            raise RecipeError(f"{w}.layer_range must be [start, end) with 0 <= start < end, got {lr!r}")
+        sources.append(SliceSource(_ref(src.get("model"), f"{w}.model"), (lr[0], lr[1]),
+                                   _params(src.get("parameters"), f"{w}.parameters")))
+    if not sources:
+        raise RecipeError(f"{where}.sources must list at least one model")
+    lengths = {s.layer_range[1] - s.layer_range[0] for s in sources}
+    if len(lengths) != 1:
+        raise RecipeError(f"{where}: every source's layer_range must span the same number of layers")
+    return Slice(tuple(sources), _params(entry.get("parameters"), f"{where}.parameters"),
+                 _ref(entry.get("base_model"), f"{where}.base_model", optional=True))
+
+
+def _params(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise RecipeError(f"{where} must be a mapping of parameter names to values")
+    out = {}
+    for name, setting in value.items():
+        _check_setting(setting, f"{where}.{name}")
+        out[str(name)] = copy.deepcopy(setting)
+    return out
+
+
+def _check_setting(setting: Any, where: str) -> None:
+    """Scalar, list of numbers (a gradient over layers), or list of {filter, value}."""
+    if isinstance(setting, bool | int | float | str):
+        return
+    if isinstance(setting, list) and setting:
+        if all(isinstance(x, int | float) and not isinstance(x, bool) for x in setting):
+            return
+        if all(isinstance(x, Mapping) for x in setting):
+            for i, cond in enumerate(setting):
+                _check_keys(cond, ("filter", "value"), f"{where}[{i}]")
+                if "value" not in cond:
+                    raise RecipeError(f"{where}[{i}] needs a 'value'")
+                if cond.get("filter") is not None and not isinstance(cond["filter"], str):
+                    raise RecipeError(f"{where}[{i}].filter must be a string (a substring of tensor names)")
+                _check_setting(cond["value"], f"{where}[{i}].value")
+            return
+    raise RecipeError(f"{where} must be a number, a list of numbers (per-layer gradient) "
+                      f"or a list of {{filter, value}} entries, got {setting!r}")
+
+
+def _dtype(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in DTYPES:
+        raise RecipeError(f"{where} must be one of {', '.join(sorted(DTYPES))}, got {value!r}")
+    return DTYPES[value]
