@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from node.config import NodeConfig, parse_hostport
-from node.discovery import ANNOUNCE_PERIOD_S, Discovery
+from node.dht_records import ANNOUNCE_PERIOD_S
 from node.errors import NodeError
 from node.network import Network
 from node.peers import PeerTable
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 NODE_FILE = "node.json"
 LOG_FILE = "node.log"
 STOP_GRACE_S = 2.0
+ANNOUNCER_JOIN_S = 5.0
 VERSION = "mergenet/0.1.0"
 
 
@@ -58,7 +59,8 @@ class Node:
         self._server: Any = None
         self._health: Any = None
         self._announcer: threading.Thread | None = None
-        self.discovery: Discovery | None = None
+        self._log_handler: logging.Handler | None = None
+        self.discovery: Any = None  # node.discovery.Discovery when the DHT is on
         self.addr = ""
         self.view: LocalView
         self.network: Network
@@ -78,6 +80,8 @@ class Node:
         host, _ = parse_hostport(self.config.listen, "--listen")
         # The DHT forks a child process; fork before gRPC starts its threads.
         if self.config.dht:
+            from node.discovery import Discovery
+
             self.discovery = Discovery.start(host=host, initial_peers=self._dht_bootstrap())
         try:
             peers = PeerTable()
@@ -128,7 +132,7 @@ class Node:
         os.replace(tmp, self.home.root / NODE_FILE)
 
     def _log_to_file(self) -> None:
-        handler = logging.FileHandler(self.home.logs_dir / LOG_FILE)
+        handler = self._log_handler = logging.FileHandler(self.home.logs_dir / LOG_FILE)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()
         root.addHandler(handler)
@@ -147,18 +151,25 @@ class Node:
 
     def stop(self) -> None:
         """Announce leaving, stop serving, reap the DHT child; safe to call twice."""
+        if self._server is None:
+            return
         self._stopped.set()
         self.network.announce_now.set()
+        if self._announcer is not None:  # let a running announce round finish before the DHT goes
+            self._announcer.join(ANNOUNCER_JOIN_S)
         if self._health is not None:
             self._health.enter_graceful_shutdown()
         if self.discovery is not None:
             self.discovery.leave(self.view.ids())
-        if self._server is not None:
-            self._server.stop(STOP_GRACE_S).wait()
-            self._server = None
+        self._server.stop(STOP_GRACE_S).wait()
+        self._server = None
         self._stop_discovery()
         (self.home.root / NODE_FILE).unlink(missing_ok=True)
         log.info("node %s stopped", self.addr)
+        if self._log_handler is not None:
+            logging.getLogger().removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
 
     def _stop_discovery(self) -> None:
         if self.discovery is not None:

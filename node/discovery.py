@@ -16,6 +16,7 @@ into "kill my children, exit", and a watchdog thread polling the parent pid cove
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -23,7 +24,6 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import hivemind
@@ -31,54 +31,14 @@ from hivemind.dht.crypto import RSASignatureValidator
 from hivemind.utils.crypto import RSAPrivateKey
 from hivemind.utils.timed_storage import get_dht_time
 
+from node.dht_records import NODES_KEY, RECORD_EXPIRY_S, NodeRecord, holders_key
 from node.errors import NodeError
 
 log = logging.getLogger(__name__)
 
-NODES_KEY = "mergenet/v1/nodes"
-HOLDERS_PREFIX = "mergenet/v1/holders/"
-# How often a node re-announces itself, and how long an announcement stays valid: a node that
-# misses one announcement is still listed, a node that died disappears within two minutes.
-ANNOUNCE_PERIOD_S = 60.0
-RECORD_EXPIRY_S = 120.0
-DHT_START_TIMEOUT_S = 60.0
 DHT_CALL_TIMEOUT_S = 10.0
 WATCHDOG_PERIOD_S = 0.25
 PR_SET_PDEATHSIG = 1
-
-
-def holders_key(model_id: str) -> str:
-    return HOLDERS_PREFIX + model_id
-
-
-@dataclass(frozen=True)
-class NodeRecord:
-    """What a node announces about itself in the DHT."""
-
-    addr: str
-    key_id: str = ""
-    version: str = ""
-    capacity: dict[str, int] = field(default_factory=dict)
-    models: tuple[str, ...] = ()
-
-    def to_value(self) -> dict[str, Any]:
-        return {"addr": self.addr, "key_id": self.key_id, "version": self.version,
-                "capacity": dict(self.capacity), "models": list(self.models)}
-
-    @classmethod
-    def from_value(cls, value: Any) -> NodeRecord | None:
-        """Parse a record from a peer; None when it is malformed (peers are untrusted)."""
-        if not isinstance(value, dict) or not isinstance(value.get("addr"), str) or not value["addr"]:
-            return None
-        models = value.get("models") or []
-        capacity = value.get("capacity") or {}
-        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
-            return None
-        if not isinstance(capacity, dict):
-            return None
-        return cls(addr=value["addr"], key_id=str(value.get("key_id", "")), version=str(value.get("version", "")),
-                   capacity={str(k): int(v) for k, v in capacity.items() if isinstance(v, int)},
-                   models=tuple(models))
 
 
 def _kill_children_and_exit() -> None:
@@ -86,10 +46,8 @@ def _kill_children_and_exit() -> None:
     import psutil
 
     for child in psutil.Process().children(recursive=True):
-        try:
+        with contextlib.suppress(psutil.Error):
             child.kill()
-        except psutil.Error:
-            pass
     os._exit(0)
 
 
@@ -104,10 +62,8 @@ class _ReapingDHT(hivemind.DHT):
 
     def run(self) -> None:
         parent = self._parent_pid
-        try:
+        with contextlib.suppress(OSError, AttributeError):  # not Linux: the watchdog alone covers it
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        except (OSError, AttributeError):  # not Linux: the watchdog alone covers it
-            pass
         signal.signal(signal.SIGTERM, lambda *_: _kill_children_and_exit())
         if os.getppid() != parent:  # the parent died between fork and prctl
             _kill_children_and_exit()
@@ -206,7 +162,5 @@ class Discovery:
             self._dht.kill()
             self._dht.join(3)
         for kid in kids:  # p2pd of a DHT child that died without cleaning up
-            try:
+            with contextlib.suppress(psutil.Error):
                 kid.kill()
-            except psutil.Error:
-                pass

@@ -14,11 +14,12 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import grpc
 
 from node.client import CALL_TIMEOUT_S, connect, registry_stub
-from node.discovery import Discovery, NodeRecord
+from node.dht_records import NodeRecord
 from node.peers import PeerTable
 from protos import mergenet_pb2 as pb
 from registry.errors import RegistryError
@@ -26,6 +27,9 @@ from registry.services import convert
 from registry.services.ads import VerifiedAd, verify_ad
 from registry.services.hooks import ModelSummary, NetworkState, PeerRef
 from registry.services.local_view import LocalView
+
+if TYPE_CHECKING:
+    from node.discovery import Discovery
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +60,8 @@ class Network:
     # -- NetworkHooks -------------------------------------------------------------------------
 
     def exchange_peers(self, sender: PeerRef, known: list[PeerRef]) -> list[PeerRef]:
-        if sender.grpc_addr:
-            self.peers.add(sender.grpc_addr, sender.key_id, sender.version, source="announce")
+        if sender.grpc_addr and self.peers.add(sender.grpc_addr, sender.key_id, sender.version, source="announce"):
+            self.announce_now.set()  # a newcomer: push it our ads now rather than in a minute
         for peer in known:
             self.peers.add(peer.grpc_addr, peer.key_id, peer.version, source="gossip")
         return [PeerRef(p.addr, p.key_id, p.version) for p in self.peers.gossip() if p.addr != sender.grpc_addr]
