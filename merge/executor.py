@@ -169,10 +169,13 @@ def _write_config(plan: MergePlan, readers: dict[str, ModelReader], tmp: Path, o
 
 def run_merge(recipe: Recipe, out_dir: Path | str, *, device: str = "auto", out_dtype: str | None = None,
               shard_size: int = DEFAULT_SHARD_SIZE, progress: Callable[[int, int], None] | None = None,
-              inputs: Mapping[str, str] | None = None, version: str = "") -> MergeResult:
+              inputs: Mapping[str, str] | None = None, card_recipe: Recipe | None = None,
+              version: str = "") -> MergeResult:
     """Run `recipe` and place a loadable HF folder at `out_dir` atomically (refuses a non-empty one).
 
-    `inputs` (model reference → registry id or digest) is recorded in the model card.
+    The model card records `card_recipe` (default: `recipe`; the CLI passes the recipe as the user
+    wrote it, with model ids rather than the scratch folders they were materialized into) and
+    `inputs` (model reference → registry id or digest).
     """
     out_dir = Path(out_dir).resolve()
     _check_out_dir(out_dir)
@@ -200,7 +203,7 @@ def run_merge(recipe: Recipe, out_dir: Path | str, *, device: str = "auto", out_
         finally:
             writer.abort()
         _write_config(plan, readers, tmp, requested)
-        (tmp / "README.md").write_text(model_card(recipe, inputs, device=dev.type, version=version))
+        (tmp / "README.md").write_text(model_card(card_recipe or recipe, inputs, device=dev.type, version=version))
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above): replaced by the finished folder
         os.replace(tmp, out_dir)
