@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from node.plans.service import PLANS_SERVICE
 from node.server import ServiceSpec
 from protos import mergenet_pb2_grpc as pb_grpc
 from registry.services.registry_service import RegistryServicer
@@ -29,4 +30,5 @@ def _add_transfer(server: grpc.Server, node: Any) -> None:
 DEFAULT_SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("mergenet.v1.Registry", _add_registry),
     ServiceSpec("mergenet.v1.Transfer", _add_transfer),
+    PLANS_SERVICE,
 )

@@ -1,9 +1,226 @@
-"""CLI commands: (not yet implemented)."""
+"""CLI commands for merge plans: `plan propose`, `plan status`, `plan ls`, `plan consent`.
+
+    mergenet plan propose ties.yaml --verifiers 2 --spot-check 0.1 --expires 1h
+    mergenet plan status sha256:ab12… --wait --timeout 300
+    mergenet plan ls
+    mergenet plan consent PLAN_ID MODEL_ID --accept     # nodes whose consent policy is manual
+
+They talk to the local node over gRPC (`--node`, else the node running on this home, else
+$MERGENET_NODE / 127.0.0.1:7470). Heavy imports happen inside the handlers.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from node.cli.context import Context
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+POLL_S = 0.5
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add this module's subcommands to the parser."""
+    """Add `plan propose|status|ls|consent` to the parser."""
+    plan = sub.add_parser("plan", parents=[common], help="propose merge plans to the network and follow them")
+    plan_sub = plan.add_subparsers(dest="plan_command", metavar="SUBCOMMAND", required=True)
+    node_help = "HOST:PORT of the local node (default: this home's node, $MERGENET_NODE, 127.0.0.1:7470)"
+
+    p = plan_sub.add_parser("propose", parents=[common], help="propose a merge plan; prints its id")
+    p.add_argument("recipe", metavar="RECIPE.yaml", help="mergekit-style recipe; models are sha256: ids or "
+                                                         "signed local folders")
+    p.add_argument("--node", help=node_help)
+    p.add_argument("--verifiers", type=int, default=2, help="nodes that must attest the result (default 2)")
+    p.add_argument("--spot-check", type=float, default=0.1, help="share of tensors each verifier recomputes "
+                                                                  "(default 0.1)")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="absolute tolerance of a recomputed tensor, on "
+                                                                  "top of the output dtype's rounding (default 1e-4)")
+    p.add_argument("--expires", default="1h", help="the plan expires after this long: 90s, 30m, 1h, 2d (default 1h)")
+    p.add_argument("--memory", type=int, default=0, help="executor must have this many free bytes")
+    p.add_argument("--gpu", action="store_true", help="executor must have a GPU")
+    p.set_defaults(func=cmd_propose)
+
+    s = plan_sub.add_parser("status", parents=[common], help="consent, executor, progress, result, attestations")
+    s.add_argument("plan_id", metavar="PLAN_ID", help="plan id or an unambiguous prefix")
+    s.add_argument("--node", help=node_help)
+    s.add_argument("--wait", action="store_true", help="wait until the plan is published, failed, rejected or "
+                                                       "expired; exit 0 only when published")
+    s.add_argument("--timeout", type=float, default=600.0, help="give up waiting after this many seconds")
+    s.set_defaults(func=cmd_status)
+
+    ls = plan_sub.add_parser("ls", parents=[common], help="plans the local node knows")
+    ls.add_argument("--node", help=node_help)
+    ls.set_defaults(func=cmd_ls)
+
+    c = plan_sub.add_parser("consent", parents=[common], help="accept or refuse a plan that reads one of your "
+                                                              "models (nodes with consent policy manual)")
+    c.add_argument("plan_id", metavar="PLAN_ID")
+    c.add_argument("model_id", metavar="MODEL_ID")
+    choice = c.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--accept", action="store_true")
+    choice.add_argument("--reject", action="store_true")
+    c.add_argument("--reason", default="")
+    c.add_argument("--node", help=node_help)
+    c.set_defaults(func=cmd_consent)
+
+
+def parse_duration(text: str) -> int:
+    from node.plans.errors import PlanInputError
+
+    text = text.strip().lower()
+    unit = UNITS.get(text[-1:])
+    number = text[:-1] if unit else text
+    try:
+        value = float(number) * (unit or 1)
+    except ValueError:
+        raise PlanInputError(f"--expires {text!r} is not a duration such as 90s, 30m, 1h or 2d") from None
+    if value <= 0:
+        raise PlanInputError(f"--expires {text!r} must be positive")
+    return int(value)
+
+
+def resolve_models(recipe_path: Path, ctx: Context) -> dict[str, Any]:
+    """The recipe as a dict whose models are ids: signed local folders are replaced by their id."""
+    from merge.recipe import load_recipe
+    from node.plans.errors import PlanInputError
+    from registry.local import LocalRegistry
+
+    recipe = load_recipe(recipe_path)
+    mapping = {}
+    registry = LocalRegistry(ctx.home)
+    try:
+        for ref in recipe.model_refs():
+            if ref.startswith("sha256:"):
+                continue
+            folder = Path(ref).expanduser()
+            if not folder.is_dir():
+                folder = recipe_path.parent / ref
+            if not (folder / "mergenet.json").is_file():
+                raise PlanInputError(f"recipe model {ref!r} is neither a sha256: id nor a signed model folder; "
+                                     "run `mergenet submit` on it first")
+            mapping[ref] = registry.verify(folder).id
+    finally:
+        registry.close()
+    return recipe.with_models(mapping).to_dict()
+
+
+def _call(ctx: Context, flag: str | None, method: str, request: Any) -> Any:
+    import grpc
+
+    from node.cli.network_cmds import local_node_addr
+    from node.client import connect, rpc_error
+    from node.plans.errors import PlanInputError, PolicyError, UnknownPlanError
+    from protos import mergenet_pb2_grpc as pb_grpc
+
+    addr = local_node_addr(ctx, flag)
+    with connect(addr) as ch:
+        try:
+            return getattr(pb_grpc.PlansStub(ch), method)(request, timeout=60)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code == grpc.StatusCode.FAILED_PRECONDITION:
+                raise PolicyError(exc.details()) from None
+            if code == grpc.StatusCode.INVALID_ARGUMENT:
+                raise PlanInputError(exc.details()) from None
+            if code == grpc.StatusCode.NOT_FOUND:
+                raise UnknownPlanError(exc.details()) from None
+            raise rpc_error(exc, addr) from None
+
+
+def cmd_propose(args: argparse.Namespace, ctx: Context) -> int:
+    from protos import mergenet_pb2 as pb
+
+    recipe = resolve_models(Path(args.recipe), ctx)
+    request = pb.ProposeRequest(recipe_json=json.dumps(recipe), verifiers=args.verifiers, spot_check=args.spot_check,
+                                tolerance=args.tolerance, ttl_s=parse_duration(args.expires),
+                                memory_bytes=args.memory, gpu=args.gpu)
+    reply = _call(ctx, args.node, "Propose", request)
+    ctx.emit({"plan_id": reply.plan_id}, reply.plan_id)
+    return 0
+
+
+def fetch_status(ctx: Context, node: str | None, plan_id: str) -> dict[str, Any]:
+    from protos import mergenet_pb2 as pb
+
+    return json.loads(_call(ctx, node, "Status", pb.PlanStatusRequest(plan_id=plan_id)).status_json)
+
+
+def wait_for(ctx: Context, node: str | None, plan_id: str, timeout: float) -> dict[str, Any]:
+    from node.plans.errors import PlanError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = fetch_status(ctx, node, plan_id)
+        if doc["final"]:
+            return doc
+        if time.monotonic() >= deadline:
+            raise PlanError(f"plan {plan_id} is still {doc['state']} after {timeout:g}s; "
+                            "check `mergenet plan status` later")
+        time.sleep(POLL_S)
+
+
+def exit_code(doc: dict[str, Any]) -> int:
+    """published 0; a failed attestation 3 (verification failure); any other end 1."""
+    if doc["state"] == "published":
+        return 0
+    if doc["state"] == "failed" and any(not a["passed"] for a in doc["attestations"]):
+        return 3
+    return 1
+
+
+def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    doc = wait_for(ctx, args.node, args.plan_id, args.timeout) if args.wait else fetch_status(ctx, args.node,
+                                                                                            args.plan_id)
+    ctx.emit(doc, status_text(doc))
+    return exit_code(doc) if args.wait else 0
+
+
+def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
+    from protos import mergenet_pb2 as pb
+
+    docs = [json.loads(s) for s in _call(ctx, args.node, "List", pb.PlanListRequest()).status_json]
+    lines = [f"{d['plan_id'][:23]}  {d['state']:<10} {d['method'] or '?':<18} "
+             f"{(d['result'] or {}).get('model_id', '')[:23]}" for d in docs]
+    ctx.emit(docs, "\n".join(lines) if lines else "no plans")
+    return 0
+
+
+def cmd_consent(args: argparse.Namespace, ctx: Context) -> int:
+    from protos import mergenet_pb2 as pb
+
+    _call(ctx, args.node, "Decide", pb.DecideRequest(plan_id=args.plan_id, model_id=args.model_id,
+                                                     accept=args.accept, reason=args.reason))
+    verdict = "accepted" if args.accept else "refused"
+    ctx.emit({"plan_id": args.plan_id, "model_id": args.model_id, "accept": args.accept}, f"{verdict} {args.plan_id}")
+    return 0
+
+
+def _short(key: str | None) -> str:
+    return (key or "")[:12] + "…" if key else "-"
+
+
+def status_text(d: dict[str, Any]) -> str:
+    lines = [f"plan      {d['plan_id']}", f"state     {d['state']}" + (f" ({d['reason']})" if d["reason"] else ""),
+             f"method    {d['method']}   license {d['license']}",
+             f"proposer  {_short(d['proposer']['key_id'])} at {d['proposer']['address']}"]
+    lines += [f"input     {i['role']:<6} {i['model_id']}" for i in d["inputs"]]
+    for c in d["consents"]:
+        verdict = {True: "accepted", False: f"refused ({c['reason']})", None: "waiting"}[c["accept"]]
+        lines.append(f"consent   {c['model_id'][:23]} by {_short(c['publisher'])}: {verdict}")
+    lines.append(f"bids      {len(d['bids'])}: " + ", ".join(f"{_short(b['key_id'])} {b['device']} score {b['score']}"
+                                                         for b in d["bids"]))
+    if d["executor"]:
+        lines.append(f"executor  {_short(d['executor']['key_id'])} at {d['executor']['address']}")
+        lines.append("verifiers " + ", ".join(f"{_short(v['key_id'])} at {v['address']}" for v in d["verifiers"]))
+    if d["progress"]["total"]:
+        lines.append(f"progress  {d['progress']['done']}/{d['progress']['total']} tensors")
+    if d["result"]:
+        r = d["result"]
+        lines.append(f"result    {r['model_id'] or 'none: ' + r['error']} ({r['device']}, {r['seconds']}s)")
+    lines.append(f"attested  {sum(a['passed'] for a in d['attestations'])}/{d['attestations_needed']}")
+    lines += [f"  {_short(a['verifier'])} {'pass' if a['passed'] else 'FAIL'}: {a['detail']}"
+              for a in d["attestations"]]
+    return "\n".join(lines)

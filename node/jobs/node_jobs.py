@@ -1,0 +1,74 @@
+"""The engine's `Jobs` for a real node: bids from this machine's capacity, merges and
+verifications on the job runner, attestations kept in the registry index.
+
+    jobs = NodeJobs(JobContext(home, key_id, lambda: node.addr, holders=node.network.holders))
+    engine = PlanEngine(store, identity, config, transport, resolver, jobs)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from node.jobs.context import JobContext
+from node.jobs.execute import execute_plan
+from node.jobs.runner import JobRunner
+from node.jobs.verify import verify_plan
+from node.plans import rules
+from node.plans.model import Attestation, Bid, Plan, Result
+from node.plans.state import PlanRecord
+from registry.errors import RegistryError
+
+log = logging.getLogger(__name__)
+
+
+def has_gpu() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:  # a node without torch can still relay plans; it just does not bid
+        return False
+
+
+class NodeJobs:
+    def __init__(self, ctx: JobContext, runner: JobRunner | None = None, bid: bool = True) -> None:
+        self.ctx = ctx
+        self.runner = runner or JobRunner()
+        self.will_bid = bid
+        self._gpu: bool | None = None
+
+    def bid(self, plan: Plan, address: str) -> Bid | None:
+        import psutil
+
+        if not self.will_bid:
+            return None
+        if self._gpu is None:
+            self._gpu = has_gpu() and self.ctx.device != "cpu"
+        memory = int(psutil.virtual_memory().available)
+        score = rules.capacity_score(memory, self._gpu, os.cpu_count() or 1, self.runner.busy)
+        return Bid(plan.plan_id, address, memory, self._gpu, score, "cuda" if self._gpu else "cpu")
+
+    def execute(self, record: PlanRecord, progress: Callable[[int, int], None]) -> Result:
+        return execute_plan(record.plan, self.ctx, progress)
+
+    def verify(self, record: PlanRecord) -> Attestation:
+        if record.result is None:
+            raise RegistryError(f"plan {record.plan_id} has no result to verify")
+        return verify_plan(record.plan, record.result.body, self.ctx)
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        self.runner.submit(fn)
+
+    def attestation_received(self, model_id: str, bundle: Mapping[str, Any]) -> None:
+        from registry.local import LocalRegistry
+
+        registry = LocalRegistry(self.ctx.home)
+        try:
+            registry.add_attestation(model_id, bundle)
+        except RegistryError as exc:  # already checked by the engine; keep going if the index refuses
+            log.warning("could not index an attestation for %s: %s", model_id, exc)
+        finally:
+            registry.close()

@@ -1,0 +1,192 @@
+"""The Plans gRPC service of a node: wiring (store, engine, jobs, ticker) and the servicer.
+
+    from node.plans.service import PLANS_SERVICE   # a node.server.ServiceSpec
+    node.add_service(PLANS_SERVICE)                # or listed in node.services.DEFAULT_SERVICES
+
+Propose, Status, List and Decide serve local clients; Offer/Consent/Bid/Commit/Report/Attest
+carry signed statements between nodes (flooded; the engine verifies, dedups and forwards).
+The node's consent policy (`accept`, `reject` or `manual`) comes from $MERGENET_CONSENT_POLICY,
+else from the file `consent_policy` in the home, else `accept`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from node.errors import NodeError, NodeInputError
+from node.plans.engine import EngineConfig, PlanEngine
+from node.plans.errors import PlanInputError, PolicyError, UnknownPlanError
+from node.plans.model import PlanInput, Requirements, VerificationPolicy
+from node.plans.state import PlanStore
+from node.plans.status import status_doc
+from node.plans.transport import GrpcTransport, NodeResolver, parse_bundle
+from node.server import ServiceSpec
+from protos import mergenet_pb2 as pb
+from protos import mergenet_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+CONSENT_POLICY_ENV = "MERGENET_CONSENT_POLICY"
+CONSENT_POLICY_FILE = "consent_policy"
+TICK_S = 0.25
+READY_TIMEOUT_S = 10.0
+MAX_STATEMENT_BYTES = 512 * 1024
+
+
+def consent_policy(home: Path) -> str:
+    value = os.environ.get(CONSENT_POLICY_ENV, "")
+    if not value and (home / CONSENT_POLICY_FILE).is_file():
+        value = (home / CONSENT_POLICY_FILE).read_text().strip()
+    return value or "accept"
+
+
+def inputs_from_recipe(recipe: Any) -> list[PlanInput]:
+    """Plan inputs from a parsed recipe: the base model is `base`, every other model `expert`;
+    each must be a model id (`sha256:<hex>`) so that every node means the same bytes."""
+    inputs = []
+    for ref in recipe.model_refs():
+        if not (ref.startswith("sha256:") and len(ref) == 71):
+            raise PlanInputError(f"recipe model {ref!r} is not a model id; submit it and use its sha256:<hex> id")
+        inputs.append(PlanInput(ref, "base" if ref == recipe.base_model else "expert"))
+    return inputs
+
+
+class PlanService:
+    """One node's plan machinery; the engine starts once the node knows its own address."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.engine: PlanEngine | None = None
+        self._ready = threading.Event()
+        threading.Thread(target=self._run, name="plans", daemon=True).start()
+
+    def _stopped(self) -> bool:
+        stopped = getattr(self.node, "_stopped", None)
+        return bool(stopped is not None and stopped.is_set())
+
+    def _build(self) -> PlanEngine:
+        from node.jobs.context import JobContext
+        from node.jobs.node_jobs import NodeJobs
+        from registry.identity import Identity
+
+        node, home = self.node, self.node.home.root
+        identity, _ = Identity.load_or_create(node.home)
+        network = node.network
+        ctx = JobContext(home, identity.key_id, lambda: node.addr, holders=network.holders,
+                         announce=network.models_changed, peers=network.peers)
+        return PlanEngine(PlanStore(home / "plans"), identity, EngineConfig(node.addr, consent_policy(home)),
+                          GrpcTransport(network.peers, lambda: node.addr), NodeResolver(home, network),
+                          NodeJobs(ctx))
+
+    def _run(self) -> None:
+        while not self.node.addr and not self._stopped():
+            threading.Event().wait(0.05)
+        if self._stopped():
+            return
+        try:
+            self.engine = self._build()
+            self.engine.resume()
+        except Exception:  # the node keeps serving models even if plans cannot start
+            log.exception("the plan engine could not start")
+            return
+        finally:
+            self._ready.set()
+        while not self._stopped():
+            try:
+                self.engine.tick()
+            except Exception:  # one bad tick must not end the loop
+                log.exception("plan tick failed")
+            threading.Event().wait(TICK_S)
+
+    def get(self, context: grpc.ServicerContext) -> PlanEngine:
+        if not self._ready.wait(READY_TIMEOUT_S) or self.engine is None:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the plan engine of this node is not running")
+        return self.engine  # type: ignore[return-value]
+
+
+class PlansServicer(pb_grpc.PlansServicer):
+    def __init__(self, service: PlanService) -> None:
+        self.service = service
+
+    def Propose(self, request: pb.ProposeRequest, context: grpc.ServicerContext) -> pb.ProposeReply:
+        from merge.errors import MergeInputError
+        from merge.recipe import load_recipe
+
+        engine = self.service.get(context)
+        try:
+            recipe = load_recipe(json.loads(request.recipe_json)).to_dict()
+            inputs = inputs_from_recipe(load_recipe(recipe))
+            verification = VerificationPolicy(request.verifiers, request.spot_check, request.tolerance)
+            record = engine.propose(recipe, inputs, verification,
+                                    Requirements(request.memory_bytes, request.gpu), ttl_s=request.ttl_s or 3600)
+        except PolicyError as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except (PlanInputError, MergeInputError, NodeInputError, ValueError) as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except NodeError as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        return pb.ProposeReply(plan_id=record.plan_id)
+
+    def _statement(self, kind: str, request: pb.PlanStatement, context: grpc.ServicerContext) -> pb.PlanAck:
+        engine = self.service.get(context)
+        try:
+            bundle = parse_bundle(request.bundle, MAX_STATEMENT_BYTES)
+        except PlanInputError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        sender = request.sender or None
+        if sender:
+            self.service.node.network.peers.add(sender, source="plans")
+        return pb.PlanAck(accepted=engine.receive(kind, bundle, sender=sender))
+
+    def Offer(self, request, context):
+        return self._statement("plan", request, context)
+
+    def Consent(self, request, context):
+        return self._statement("consent", request, context)
+
+    def Bid(self, request, context):
+        return self._statement("bid", request, context)
+
+    def Commit(self, request, context):
+        return self._statement("commit", request, context)
+
+    def Report(self, request, context):
+        return self._statement("result", request, context)
+
+    def Attest(self, request, context):
+        return self._statement("attestation", request, context)
+
+    def Status(self, request: pb.PlanStatusRequest, context: grpc.ServicerContext) -> pb.PlanStatusReply:
+        engine = self.service.get(context)
+        try:
+            record = engine.store.resolve(request.plan_id)
+        except UnknownPlanError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        return pb.PlanStatusReply(status_json=json.dumps(status_doc(record)))
+
+    def List(self, request: pb.PlanListRequest, context: grpc.ServicerContext) -> pb.PlanListReply:
+        engine = self.service.get(context)
+        return pb.PlanListReply(status_json=[json.dumps(status_doc(r)) for r in engine.store.list()])
+
+    def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.PlanAck:
+        engine = self.service.get(context)
+        try:
+            record = engine.store.resolve(request.plan_id)
+        except UnknownPlanError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        engine.decide(record.plan_id, request.model_id, request.accept, request.reason)
+        return pb.PlanAck(accepted=True)
+
+
+def _add_plans(server: grpc.Server, node: Any) -> None:
+    pb_grpc.add_PlansServicer_to_server(PlansServicer(PlanService(node)), server)
+
+
+PLANS_SERVICE = ServiceSpec("mergenet.v1.Plans", _add_plans)
