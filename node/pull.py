@@ -98,12 +98,15 @@ class _Fetcher:
             except grpc.RpcError as exc:
                 log.warning("holder %s failed while sending %s: %s", addr, digest[:16], exc.code().name)
                 failures.append(f"{addr}: {exc.code().name}")
-                self.done = start + self._partial_size(digest)
-                if exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.CANCELLED):
+                self.done = start  # the partial file keeps what arrived; the next holder resumes it
+                if exc.code() == grpc.StatusCode.OUT_OF_RANGE:  # our partial is longer than the blob
+                    self.store.partial_path(digest).unlink(missing_ok=True)
+                elif exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.CANCELLED):
                     self.peers.mark_bad(addr, f"transfer failed: {exc.code().name}")
                 continue
             except VerificationError:
                 log.warning("holder %s sent bytes that do not hash to %s; abandoning it", addr, digest[:16])
+                self.store.partial_path(digest).unlink(missing_ok=True)
                 self.peers.mark_bad(addr, f"served bytes that do not match sha256:{digest}")
                 failures.append(f"{addr}: tampered bytes")
                 self.done = start
@@ -111,7 +114,11 @@ class _Fetcher:
             if addr not in self.sources:
                 self.sources.append(addr)
             return
-        raise PeerError(f"could not fetch blob sha256:{digest} from any holder ({'; '.join(failures)})")
+        summary = "; ".join(failures) or "no holders"
+        if failures and all(f.endswith("tampered bytes") for f in failures):
+            raise VerificationError(f"every holder of blob sha256:{digest} served bytes that do not match the "
+                                    f"signed manifest ({summary})")
+        raise PeerError(f"could not fetch blob sha256:{digest} from any holder ({summary})")
 
     def _partial_size(self, digest: str) -> int:
         try:
