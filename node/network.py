@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 # Gossip and ad pushes are short; a slow peer must not stall the announce loop.
 GOSSIP_TIMEOUT_S = 3.0
 MAX_CACHED_ADS = 4096
+# Half the gRPC message limit: an Advertise request carries as many ads as fit in this.
+ADVERTISE_BATCH_BYTES = 512 * 1024
 
 
 def local_capacity() -> dict[str, int]:
@@ -163,13 +165,27 @@ class Network:
             with connect(addr) as ch:
                 stub = registry_stub(ch)
                 reply = stub.Announce(pb.AnnounceRequest(sender=me, known=known), timeout=GOSSIP_TIMEOUT_S)
-                if ads:
-                    stub.Advertise(pb.AdvertiseRequest(sender=me, models=ads), timeout=GOSSIP_TIMEOUT_S)
+                for batch in _batches(ads):
+                    stub.Advertise(pb.AdvertiseRequest(sender=me, models=batch), timeout=GOSSIP_TIMEOUT_S)
         except grpc.RpcError as exc:
             log.info("gossip with %s failed: %s", addr, exc.code())
             return
         for peer in reply.known:
             self.peers.add(peer.grpc_addr, peer.key_id, peer.version, source="gossip")
+
+
+def _batches(ads: list[pb.ModelAd]) -> list[list[pb.ModelAd]]:
+    """Group ads so that no Advertise request comes near the message-size limit."""
+    batches: list[list[pb.ModelAd]] = [[]]
+    size = 0
+    for ad in ads:
+        n = ad.ByteSize()
+        if batches[-1] and size + n > ADVERTISE_BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(ad)
+        size += n
+    return [b for b in batches if b]
 
 
 def _summary(ad: VerifiedAd, holders: tuple[str, ...]) -> ModelSummary:

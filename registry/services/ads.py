@@ -20,9 +20,9 @@ from registry.manifest import Manifest
 from registry.signing import verify_model_sig
 
 MANIFEST_NAME = "mergenet.json"
-# Ads larger than this are refused before parsing (a manifest lists per-tensor digests: a few
-# hundred KiB for big models).
-MAX_AD_BYTES = 4 * 1024 * 1024
+# Ads larger than this are refused before parsing. A manifest lists per-tensor digests, about
+# 100 KiB for a model with a thousand tensors; gRPC refuses anything above ~1 MiB anyway.
+MAX_AD_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)

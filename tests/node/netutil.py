@@ -3,6 +3,7 @@ each in its own session so that everything it spawns (DHT child, p2pd) can be fo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -56,7 +57,8 @@ def wait_gone(sid: int, timeout: float) -> list[psutil.Process]:
     return left
 
 
-def run_cli(*args: str, home: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(*args: str, home: Path, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "node.cli.main", *args, "--home", str(home)], cwd=REPO,
                           env={**os.environ, "MERGENET_NO_PROGRESS": "1", **(env or {})},
                           capture_output=True, text=True, timeout=timeout)
@@ -111,10 +113,8 @@ class Swarm:
                 strays.append(f"node {node.pid} ignored SIGTERM")
             for proc in wait_gone(node.pid, 5.0):
                 strays.append(f"{proc.name()} (pid {proc.pid}) outlived node {node.pid}")
-                try:
+                with contextlib.suppress(psutil.Error):
                     proc.kill()
-                except psutil.Error:
-                    pass
         return strays
 
 
