@@ -115,7 +115,7 @@ class Index:
 
     def list(self, kind: str | None = None) -> list[ModelRow]:
         sql = "SELECT id, kind, name, manifest, signature, signer, created, added FROM models"
-        rows = self._query(sql + (" WHERE kind=?" if kind else "") + " ORDER BY added, id", (kind,) if kind else ())
+        rows = self._query(sql + (" WHERE kind=?" if kind else "") + " ORDER BY added, rowid", (kind,) if kind else ())
         return [ModelRow(*r[:4], bytes(r[4]), *r[5:]) for r in rows]
 
     def files(self, model_id: str) -> dict[str, tuple[str, int]]:

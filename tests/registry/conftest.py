@@ -8,6 +8,13 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def no_local_node(monkeypatch):
+    """`submit` notifies the local node; point it at a port where nothing listens, so a node
+    someone runs on the default port cannot change what these tests see."""
+    monkeypatch.setenv("MERGENET_NODE", "127.0.0.1:9")
+
+
 @pytest.fixture
 def submitted(model_copy, cli, home):
     """(folder, model id) of a freshly submitted llama expert in the test home."""
