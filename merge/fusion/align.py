@@ -73,15 +73,18 @@ def dtw_cumulative(cost: np.ndarray) -> np.ndarray:
     """
     cost = cost.astype(np.int64, copy=False)
     n, m = cost.shape
+    running = np.cumsum(cost, axis=1)  # S[i, j]
+    before = running - cost  # S[i, j - 1]
     acc = np.empty((n, m), dtype=np.int64)
-    acc[0] = np.cumsum(cost[0])
+    acc[0] = running[0]
     enter = np.empty(m, dtype=np.int64)
     for i in range(1, n):
         prev = acc[i - 1]
         enter[0] = prev[0]
         np.minimum(prev[1:], prev[:-1], out=enter[1:])
-        running = np.cumsum(cost[i])
-        acc[i] = running + np.minimum.accumulate(enter - (running - cost[i]))
+        np.subtract(enter, before[i], out=enter)
+        np.minimum.accumulate(enter, out=enter)
+        np.add(running[i], enter, out=acc[i])
     return acc
 
 
