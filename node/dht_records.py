@@ -40,8 +40,8 @@ class NodeRecord:
         """Parse a record from a peer; None when it is malformed (peers are untrusted)."""
         if not isinstance(value, dict) or not isinstance(value.get("addr"), str) or not value["addr"]:
             return None
-        models = value.get("models") or []
-        capacity = value.get("capacity") or {}
+        models = value.get("models", [])
+        capacity = value.get("capacity", {})
         if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
             return None
         if not isinstance(capacity, dict):

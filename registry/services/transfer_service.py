@@ -25,13 +25,13 @@ log = logging.getLogger(__name__)
 # 1 MiB: large enough that per-message overhead is negligible on loopback, small enough that a
 # resume wastes little and messages stay far below gRPC's default 4 MiB limit.
 CHUNK_SIZE = 1 << 20
-DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
+DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def normalize_digest(text: str) -> str | None:
     """`sha256:<hex>` or `<hex>` → hex when well-formed, else None."""
     hexpart = text[7:] if text.startswith("sha256:") else text
-    return hexpart if DIGEST_RE.match(hexpart) else None
+    return hexpart if DIGEST_RE.fullmatch(hexpart) else None
 
 
 class TransferServicer(pb_grpc.TransferServicer):

@@ -1,0 +1,85 @@
+"""Unit tests for the node's small pieces: address parsing, the peer table, DHT record parsing,
+Advertise batching and the Transfer digest check."""
+
+from __future__ import annotations
+
+import pytest
+
+from node.config import NodeConfig, parse_hostport, split_list
+from node.dht_records import NodeRecord
+from node.errors import NodeInputError
+from node.peers import MAX_PEERS, PeerTable
+from registry.services.transfer_service import normalize_digest
+
+
+def test_parse_hostport_and_config_validation(tmp_path):
+    assert parse_hostport("127.0.0.1:7470") == ("127.0.0.1", 7470)
+    assert parse_hostport("[::1]:0") == ("::1", 0)
+    for bad in ("localhost", ":80", "host:", "host:99999", "host:port"):
+        with pytest.raises(NodeInputError, match="HOST:PORT"):
+            parse_hostport(bad)
+    with pytest.raises(NodeInputError, match="--peers entry"):
+        NodeConfig(home=tmp_path, peers=("nonsense",))
+    assert split_list(" a:1, ,b:2 ") == ("a:1", "b:2")
+
+
+def test_config_from_flags_reads_test_knobs(tmp_path, monkeypatch):
+    monkeypatch.setenv("MERGENET_TEST_THROTTLE_S", "0.5")
+    monkeypatch.setenv("MERGENET_TEST_TAMPER", "1")
+    cfg = NodeConfig.from_flags(tmp_path, None, "10.0.0.1:7470", False, "/ip4/1.2.3.4/tcp/1/p2p/x")
+    assert (cfg.listen, cfg.peers, cfg.dht, cfg.transfer_throttle_s, cfg.transfer_tamper) == (
+        "127.0.0.1:7470", ("10.0.0.1:7470",), False, 0.5, True)
+    monkeypatch.setenv("MERGENET_TEST_THROTTLE_S", "fast")
+    with pytest.raises(NodeInputError, match="MERGENET_TEST_THROTTLE_S"):
+        NodeConfig.from_flags(tmp_path, None, None, True, None)
+
+
+def test_peer_table_remembers_bad_peers_and_orders_them_last():
+    table = PeerTable(self_addr="127.0.0.1:1")
+    assert table.add("127.0.0.1:2") is True
+    assert table.add("127.0.0.1:2") is False  # refresh, not new
+    assert table.add("127.0.0.1:1") is False  # ourselves
+    assert table.add("garbage") is False
+    table.add("127.0.0.1:3")
+    table.mark_bad("127.0.0.1:2", "served flipped bytes")
+    assert table.is_bad("127.0.0.1:2") and not table.is_bad("127.0.0.1:3")
+    assert table.good() == ["127.0.0.1:3"]
+    assert table.order(["127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:2"]) == ["127.0.0.1:3", "127.0.0.1:2"]
+    assert [p.addr for p in table.gossip()] == ["127.0.0.1:3"]
+
+
+def test_peer_table_is_bounded():
+    table = PeerTable()
+    for i in range(MAX_PEERS + 10):
+        table.add(f"10.0.{i // 250}.{i % 250}:1")
+    assert len(table.all()) == MAX_PEERS
+
+
+@pytest.mark.parametrize("value", [None, "x", {}, {"addr": ""}, {"addr": 5}, {"addr": "a:1", "models": "m"},
+                                   {"addr": "a:1", "models": [1]}, {"addr": "a:1", "capacity": []},
+                                   {"left": True}])
+def test_malformed_dht_records_are_skipped(value):
+    assert NodeRecord.from_value(value) is None
+
+
+def test_dht_record_round_trip():
+    rec = NodeRecord(addr="127.0.0.1:7", key_id="ab", version="v", capacity={"cpus": 2}, models=("sha256:1",))
+    assert NodeRecord.from_value(rec.to_value()) == rec
+
+
+def test_advertise_batches_stay_under_the_limit():
+    from node.network import ADVERTISE_BATCH_BYTES, _batches
+    from protos import mergenet_pb2 as pb
+
+    ads = [pb.ModelAd(model_id=str(i), manifest=b"x" * 200_000) for i in range(7)]
+    batches = _batches(ads)
+    assert [len(b) for b in batches] == [2, 2, 2, 1]
+    assert all(sum(a.ByteSize() for a in b) <= ADVERTISE_BATCH_BYTES for b in batches)
+    assert _batches([]) == []
+
+
+def test_transfer_digest_check():
+    hexd = "ab" * 32
+    assert normalize_digest(hexd) == hexd and normalize_digest("sha256:" + hexd) == hexd
+    for bad in ("AB" * 32, hexd[:-1], "../" + hexd, hexd + "\n", "sha256:"):
+        assert normalize_digest(bad) is None
