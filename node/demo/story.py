@@ -166,11 +166,11 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> dict[str, Any]:
 
 
 def _story(opts: DemoOptions, workdir: Path, say: Callable[[str], None], start: float) -> dict[str, Any]:
+    from transformers.utils import logging as hf_logging
+
     from node.pull import pull
     from node.tinymodels import make_family
     from registry.local import LocalRegistry
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the story is the progress report
     say(f"1. generating a tiny {opts.arch} base model and two experts in {workdir}")
