@@ -4,9 +4,10 @@
     results = hash_files({"model.safetensors": path}, tensors={"model.safetensors": ranges})
 
 hashlib releases the GIL while it hashes large buffers, so threads give real parallelism:
-files are hashed on a thread pool, and within a file the per-tensor digests (and an optional
-copy into the content store) run on a second thread over the same buffer the file digest
-reads, so asking for them costs CPU, not wall time, and the file is read once.
+files are hashed on a thread pool, and within a file the per-tensor digests and an optional
+copy into the content store run on their own threads over the same buffer the file digest
+reads, so asking for them costs CPU but little wall time when cores are free, and the file is
+read once.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def hash_file(path: Path, tensors: Sequence[TensorRange] = (), sink: BinaryIO | 
     """sha256 of the file, plus one sha256 per tensor range and a copy into `sink` when asked.
 
     The file is read once into two alternating buffers; while chunk i+1 is being read, chunk i
-    is hashed on one thread and tensor-hashed / written on another.
+    is hashed, tensor-hashed and written on three threads at once.
     """
     if not tensors and sink is None:
         size = os.path.getsize(path)
@@ -93,14 +94,8 @@ def hash_file(path: Path, tensors: Sequence[TensorRange] = (), sink: BinaryIO | 
     per_tensor = _TensorHasher(tensors)
     bufs = (bytearray(BUFFER_BYTES), bytearray(BUFFER_BYTES))
 
-    def side(chunk: memoryview, offset: int) -> None:
-        if tensors:
-            per_tensor.update(chunk, offset)
-        if sink is not None:
-            sink.write(chunk)
-
     offset, pending = 0, []
-    with open(path, "rb", buffering=0) as f, ThreadPoolExecutor(2, thread_name_prefix="hash") as pool:
+    with open(path, "rb", buffering=0) as f, ThreadPoolExecutor(3, thread_name_prefix="hash") as pool:
         i = 0
         while True:
             buf = bufs[i % 2]
@@ -109,7 +104,11 @@ def hash_file(path: Path, tensors: Sequence[TensorRange] = (), sink: BinaryIO | 
             if not n:
                 break
             chunk = memoryview(buf)[:n]
-            pending = [pool.submit(whole.update, chunk), pool.submit(side, chunk, offset)]
+            pending = [pool.submit(whole.update, chunk)]
+            if tensors:
+                pending.append(pool.submit(per_tensor.update, chunk, offset))
+            if sink is not None:
+                pending.append(pool.submit(sink.write, chunk))
             offset += n
             i += 1
             if on_bytes:
