@@ -55,9 +55,9 @@ class NodeJobs:
         return execute_plan(record.plan, self.ctx, progress)
 
     def verify(self, record: PlanRecord) -> Attestation:
-        if record.result is None:
+        if record.result is None or record.commit is None:
             raise RegistryError(f"plan {record.plan_id} has no result to verify")
-        return verify_plan(record.plan, record.result.body, self.ctx)
+        return verify_plan(record.plan, record.result.body, record.commit.body.executor.key_id, self.ctx)
 
     def submit(self, fn: Callable[[], None]) -> None:
         self.runner.submit(fn)

@@ -60,7 +60,8 @@ def check_tensors(recipe, merged_dir: Path, names: list[str], tolerance: float, 
     return worst, failing
 
 
-def verify_plan(plan: Plan, result: Result, ctx: JobContext) -> Attestation:
+def verify_plan(plan: Plan, result: Result, executor: str, ctx: JobContext) -> Attestation:
+    """Attest `result` of `plan`, whose committed executor has key id `executor`."""
     from merge.io import ModelReader
     from merge.recipe import load_recipe
 
@@ -68,6 +69,9 @@ def verify_plan(plan: Plan, result: Result, ctx: JobContext) -> Attestation:
     merged_dir = ctx.fetch(result.model_id, work / "merged", first=[result.address])
     manifest = ctx.manifest(result.model_id)
     prov = manifest.get("provenance") or {}
+    if manifest.get("publisher", {}).get("key_id") != executor:
+        return Attestation(plan.plan_id, result.model_id, (), 0.0, False,
+                           "the merged model is not signed by the plan's committed executor")
     if prov.get("plan_id") != plan.plan_id or prov.get("recipe") != dict(plan.recipe):
         return Attestation(plan.plan_id, result.model_id, (), 0.0, False,
                            "the merged model's signed provenance does not name this plan and recipe")
