@@ -94,7 +94,7 @@ def merge_tensor(task: TensorTask, inputs: list[torch.Tensor], base: torch.Tenso
     b = base[:rows].to(device=device, dtype=torch.float32) if base is not None else None
     if method.randomized and generator is None:
         generator = tensor_generator(task.seed, task.name, device)
-    out = method.fn(xs, b, [dict(p) for p in task.model_params], dict(task.global_params), generator)
+    out = CENSUS.track(method.fn(xs, b, [dict(p) for p in task.model_params], dict(task.global_params), generator))
     del xs, b
     if rows < task.shape[0]:
         if reference is None:

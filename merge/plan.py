@@ -197,7 +197,7 @@ class _Planner:
         config_model = self.recipe.base_model or first.sources[0].model
         tok = self.recipe.tokenizer_source
         tokenizer_model = config_model if tok in (None, "base") else tok
-        shape_ref = tokenizer_model if tok not in (None, "base") else None
+        shape_ref = tokenizer_model
         template = self.reader(config_model)
         self.check_same_names(slices)
         flat = [n for n in template.names() if split_layer(n) is None]
