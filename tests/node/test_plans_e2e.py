@@ -1,0 +1,203 @@
+"""Plans on a real network: three `mergenet node start` subprocesses on 127.0.0.1 (port 0).
+
+An honest plan goes from `plan propose` to published with two attestations; a malicious
+proposer that commits itself as executor and reports a tampered (validly signed) model is caught
+by the verifiers' recomputation; forged and garbage statements over gRPC are dropped."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import grpc
+import pytest
+import yaml
+
+from node.client import connect
+from node.demo.cluster import LocalCluster
+from node.plans.model import Commit, Member, Plan, PlanInput, Result, VerificationPolicy, canonical_json
+from node.plans.signing import sign
+from node.remote import notify_submitted
+from protos import mergenet_pb2 as pb
+from protos import mergenet_pb2_grpc as pb_grpc
+from registry.identity import Identity
+from registry.local import LocalRegistry, mergenet_version
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def submit(node, folder, **kw) -> str:
+    reg = LocalRegistry(node.home)
+    try:
+        model_id = reg.submit(folder, **kw).id
+    finally:
+        reg.close()
+    notify_submitted(node.addr, model_id)
+    return model_id
+
+
+def send(addr: str, method: str, bundle: dict) -> bool:
+    with connect(addr) as ch:
+        return getattr(pb_grpc.PlansStub(ch), method)(pb.PlanStatement(bundle=canonical_json(bundle)),
+                                                      timeout=10).accepted
+
+
+def status(addr: str, plan_id: str) -> dict:
+    with connect(addr) as ch:
+        return json.loads(pb_grpc.PlansStub(ch).Status(pb.PlanStatusRequest(plan_id=plan_id), timeout=10).status_json)
+
+
+def wait_until(pred, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not reached in time")
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory):
+    work = tmp_path_factory.mktemp("net")
+    cluster = LocalCluster(work, dht=False)
+    try:
+        alpha = cluster.start("alpha")
+        beta = cluster.start("beta", peers=[alpha.addr])
+        gamma = cluster.start("gamma", peers=[alpha.addr])
+        yield cluster, alpha, beta, gamma, work
+    finally:
+        assert cluster.stop() == []  # no process outlived its node
+
+
+@pytest.fixture(scope="module")
+def models(network, families, tmp_path_factory):
+    import shutil
+
+    _, alpha, beta, _, _ = network
+    root = tmp_path_factory.mktemp("models")
+    base_src, (e1_src, e2_src) = families["llama"]
+    copies = [shutil.copytree(src, root / name) for src, name in ((base_src, "b"), (e1_src, "e1"), (e2_src, "e2"))]
+    base = submit(alpha, copies[0], license="MIT")
+    e1 = submit(alpha, copies[1], base=base, license="MIT")
+    e2 = submit(beta, copies[2], base=base, license="Apache-2.0", policy="consent")
+    recipe = {"merge_method": "ties", "base_model": base, "dtype": "float32", "parameters": {"normalize": True},
+              "models": [{"model": e1, "parameters": {"weight": 0.5, "density": 0.5}},
+                         {"model": e2, "parameters": {"weight": 0.5, "density": 0.5}}]}
+    return base, e1, e2, recipe
+
+
+def test_plan_from_propose_to_published(network, models, cli, tmp_path):
+    _, alpha, beta, gamma, _ = network
+    _base, _e1, e2, recipe = models
+    path = tmp_path / "ties.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    r = cli("plan", "propose", path, "--node", gamma.addr, "--spot-check", "0.3", "--json", home_dir=gamma.home)
+    assert r.code == 0, r.err
+    plan_id = json.loads(r.out)["plan_id"]
+    r = cli("plan", "status", plan_id[:20], "--wait", "--timeout", "120", "--node", gamma.addr, "--json",
+            home_dir=gamma.home)
+    doc = json.loads(r.out)
+    assert r.code == 0 and doc["state"] == "published", doc["reason"]
+    assert doc["license"] == "Apache-2.0 AND MIT"
+    assert [c["accept"] for c in doc["consents"]] == [True] and doc["consents"][0]["model_id"] == e2
+    assert len(doc["bids"]) == 3 and len(doc["attestations"]) == 2
+    assert all(a["passed"] and a["tensors_checked"] > 0 for a in doc["attestations"])
+    assert doc["executor"]["key_id"] not in {a["verifier"] for a in doc["attestations"]}
+    merged = doc["result"]["model_id"]
+    # Every node reaches the same end, and the merged model carries its attestations.
+    for node in (alpha, beta):
+        assert wait_until(lambda n=node: status(n.addr, plan_id)["state"] == "published")
+    reg = LocalRegistry(gamma.home)
+    try:
+        assert len(reg.attestations(merged)) == 2
+        manifest = reg.get(merged).manifest
+        assert manifest.provenance["plan_id"] == plan_id and manifest.license == "Apache-2.0 AND MIT"
+    finally:
+        reg.close()
+    listed = cli("plan", "ls", "--node", gamma.addr, "--json", home_dir=gamma.home)
+    assert plan_id in [d["plan_id"] for d in json.loads(listed.out)]
+
+
+def test_closed_model_refused_at_propose(network, models, cli, tmp_path, model_copy):
+    _, alpha, _, gamma, _ = network
+    base, _e1, _, recipe = models
+    closed = submit(alpha, model_copy("llama", 2), base=base, license="MIT", policy="closed")
+    bad = {**recipe, "models": [recipe["models"][0], {"model": closed, "parameters": {"weight": 0.5}}]}
+    path = tmp_path / "closed.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    r = cli("plan", "propose", path, "--node", gamma.addr, home_dir=gamma.home)
+    assert r.code == 2 and "closed" in r.err and closed in r.err
+
+
+def test_malicious_executor_caught_by_verifiers(network, models, cli, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from node.jobs.execute import provenance
+
+    _, alpha, beta, _gamma, _ = network
+    base, e1, e2, recipe = models
+    mallory_home = tmp_path / "mallory"
+    reg = LocalRegistry(mallory_home)
+    mallory = reg.identity()
+    reg.close()
+    plan = Plan.new(proposer=mallory.key_id, proposer_address=alpha.addr, recipe=recipe, license="MIT",
+                    inputs=[PlanInput(base, "base"), PlanInput(e1, "expert"), PlanInput(e2, "expert")],
+                    consents_needed={e2: beta.key_id}, verification=VerificationPolicy(2, 0.25, 1e-4))
+    assert send(alpha.addr, "Offer", sign(mallory, plan))
+    doc = wait_until(lambda: (d := status(alpha.addr, plan.plan_id))["state"] == "bidding" and len(d["bids"]) == 3
+                     and d)
+    # Garbage and forgeries over the wire: refused or dropped, the node keeps going.
+    with connect(alpha.addr) as ch, pytest.raises(grpc.RpcError) as err:
+        pb_grpc.PlansStub(ch).Commit(pb.PlanStatement(bundle=b"\x00not json"), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    forged = sign(Identity.generate(), Commit(plan.plan_id, Member(beta.key_id, beta.addr), ()))
+    assert not send(alpha.addr, "Commit", forged)
+    broken = sign(mallory, Commit(plan.plan_id, Member(beta.key_id, beta.addr), ()))
+    broken["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(b"\x30" * 70).decode()
+    assert not send(alpha.addr, "Commit", broken)
+    # Mallory commits itself as executor and reports a validly signed but tampered merge.
+    verifiers = tuple(Member(b["key_id"], b["address"]) for b in doc["bids"] if b["key_id"] != alpha.key_id)
+    assert send(alpha.addr, "Commit", sign(mallory, Commit(plan.plan_id, Member(mallory.key_id, alpha.addr),
+                                                            verifiers)))
+    honest_dir = tmp_path / "honest"
+    from merge.executor import run_merge
+    from merge.recipe import load_recipe
+
+    folders = {}
+    reg = LocalRegistry(alpha.home)
+    try:
+        for mid in (base, e1):
+            folders[mid] = str(reg.materialize(mid, tmp_path / mid[7:19]))
+    finally:
+        reg.close()
+    reg = LocalRegistry(beta.home)
+    try:
+        folders[e2] = str(reg.materialize(e2, tmp_path / e2[7:19]))
+    finally:
+        reg.close()
+    run_merge(load_recipe(recipe).with_models(folders), honest_dir, device="cpu")
+    weights = honest_dir / "model.safetensors"
+    tensors = {k: v + 1e-2 for k, v in load_file(str(weights)).items()}
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    reg = LocalRegistry(mallory_home)
+    try:
+        tampered = reg.submit(honest_dir, kind="merged", license="MIT",
+                              provenance=provenance(plan, "cpu", mallory.key_id, mergenet_version())).id
+    finally:
+        reg.close()
+    reg = LocalRegistry(alpha.home)  # alpha holds (and serves) mallory's signed folder
+    try:
+        reg.ingest(honest_dir)
+    finally:
+        reg.close()
+    notify_submitted(alpha.addr, tampered)
+    assert send(alpha.addr, "Report", sign(mallory, Result(plan.plan_id, tampered, alpha.addr, "cpu", 0.1)))
+    r = cli("plan", "status", plan.plan_id, "--wait", "--timeout", "120", "--node", alpha.addr, "--json",
+            home_dir=alpha.home)
+    doc = json.loads(r.out)
+    assert r.code == 3 and doc["state"] == "failed", doc
+    failing = [a for a in doc["attestations"] if not a["passed"]]
+    assert failing and "tensors differ" in failing[0]["detail"] and failing[0]["max_abs_diff"] > 5e-3
+    assert "rejected the result" in doc["reason"]
