@@ -25,14 +25,15 @@ from pathlib import Path
 
 import grpc
 
-from node.client import CALL_TIMEOUT_S, connect, registry_stub, rpc_error, transfer_stub
+from node.client import CALL_TIMEOUT_S, connect, registry_stub, rpc_error
 from node.errors import NodeInputError, PeerError
+from node.fetch import BlobFetcher
 from node.peers import PeerTable
 from protos import mergenet_pb2 as pb
 from registry.errors import RegistryError, VerificationError
 from registry.local import LocalRegistry
 from registry.services import convert
-from registry.services.ads import MANIFEST_NAME, VerifiedAd, verify_ad
+from registry.services.ads import VerifiedAd, verify_ad
 from registry.store import BlobStore
 
 log = logging.getLogger(__name__)
@@ -71,81 +72,6 @@ def fetch_verified_ad(model_id: str, holders: Sequence[str], peers: PeerTable) -
         return ad, addr
     tried = "; ".join(errors) or "no holders known"
     raise PeerError(f"no holder served a verifiable manifest for {model_id} ({tried})")
-
-
-class _Fetcher:
-    """Streams blobs into the store's partial files, switching holders on failure."""
-
-    def __init__(self, store: BlobStore, holders: list[str], peers: PeerTable, total: int,
-                 progress: ProgressFn | None) -> None:
-        self.store = store
-        self.holders = holders
-        self.peers = peers
-        self.total = total
-        self.done = 0
-        self.fetched = 0
-        self.progress = progress
-        self.sources: list[str] = []
-
-    def fetch(self, digest: str, size_hint: int) -> None:
-        """Get one blob into the store; PeerError when every holder failed."""
-        failures = []
-        for addr in self.peers.order(self.holders):  # good holders first, known-bad ones last
-            start = self.done
-            try:
-                self._stream(addr, digest, size_hint)
-                self.store.commit_partial(digest)
-            except grpc.RpcError as exc:
-                log.warning("holder %s failed while sending %s: %s", addr, digest[:16], exc.code().name)
-                failures.append(f"{addr}: {exc.code().name}")
-                self.done = start  # the partial file keeps what arrived; the next holder resumes it
-                if exc.code() == grpc.StatusCode.OUT_OF_RANGE:  # our partial is longer than the blob
-                    self.store.partial_path(digest).unlink(missing_ok=True)
-                elif exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.CANCELLED):
-                    self.peers.mark_bad(addr, f"transfer failed: {exc.code().name}")
-                continue
-            except VerificationError:
-                log.warning("holder %s sent bytes that do not hash to %s; abandoning it", addr, digest[:16])
-                self.store.partial_path(digest).unlink(missing_ok=True)
-                self.peers.mark_bad(addr, f"served bytes that do not match sha256:{digest}")
-                failures.append(f"{addr}: tampered bytes")
-                self.done = start
-                continue
-            if addr not in self.sources:
-                self.sources.append(addr)
-            return
-        summary = "; ".join(failures) or "no holders"
-        if failures and all(f.endswith("tampered bytes") for f in failures):
-            raise VerificationError(f"every holder of blob sha256:{digest} served bytes that do not match the "
-                                    f"signed manifest ({summary})")
-        raise PeerError(f"could not fetch blob sha256:{digest} from any holder ({summary})")
-
-    def _partial_size(self, digest: str) -> int:
-        try:
-            return self.store.partial_path(digest).stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def _stream(self, addr: str, digest: str, size_hint: int) -> None:
-        part = self.store.partial_path(digest)
-        offset = self._partial_size(digest)
-        base = self.done
-        self._report(base + offset)
-        with connect(addr) as ch, open(part, "ab") as out:
-            stream = transfer_stub(ch).Fetch(pb.FetchRequest(digest=digest, offset=offset), timeout=None)
-            for chunk in stream:
-                if chunk.offset != offset or (size_hint and offset + len(chunk.data) > size_hint):
-                    stream.cancel()
-                    raise VerificationError(f"holder {addr} sent bytes at the wrong offset for {digest}")
-                out.write(chunk.data)
-                offset += len(chunk.data)
-                self.fetched += len(chunk.data)
-                self._report(base + offset)
-        self.done = base + offset
-
-    def _report(self, done: int) -> None:
-        if self.progress is not None:
-            self.progress(done, max(self.total, done))
 
 
 def find_holders(node_addr: str, model_id: str) -> list[str]:
@@ -213,15 +139,9 @@ def pull_from_network(registry: LocalRegistry, model_id: str, out_dir: Path | No
     out_dir = out_dir or default_out_dir(ad.manifest.name)
     _refuse_existing(out_dir)
     store = registry.store
-    total = sum(ad.size_of(rel) for rel in ad.resources)
-    fetcher = _Fetcher(store, [first, *[h for h in holders if h != first]], peers, total, progress)
-    for rel, digest in ad.resources.items():
-        if rel == MANIFEST_NAME:
-            store.put_bytes(ad.ad.manifest)  # verified with the ad already
-        if store.has(digest):
-            fetcher.done += ad.size_of(rel)
-            continue
-        fetcher.fetch(digest, ad.size_of(rel))
+    store.put_bytes(ad.ad.manifest)  # verified with the ad already
+    fetcher = BlobFetcher(store, [first, *[h for h in holders if h != first]], peers, progress)
+    fetcher.fetch_all({digest: ad.size_of(rel) for rel, digest in ad.resources.items()})
     # The registry re-verifies the signature and every blob before indexing: from now on this
     # node holds the model and advertises it.
     registry.ingest_from_store(ad.ad.signature, list(ad.resources))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from node.fetch import PARALLEL_BLOBS
 from tests.node.netutil import REPO, clone_home, folder_bytes, run_cli, submit_copy
 
 pytestmark = pytest.mark.timeout(180)
@@ -109,6 +110,7 @@ def test_tampering_holder_is_caught_and_abandoned(swarm, holder_home, tmp_path):
                   "--json", "-v", home=tmp_path / "P2")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["sources"] == [honest.addr]
-    # Caught on the first file, then remembered: the liar is never asked for another blob.
-    assert res.stderr.count("abandoning it") == 1
+    # Caught, then remembered: blobs started after the first catch never go to the liar.
+    blobs = [p for p in folder.iterdir() if p.name not in ("mergenet.json", "model.sig")]
+    assert 1 <= res.stderr.count("abandoning it") <= min(PARALLEL_BLOBS, len(blobs) - 1)
     assert folder_bytes(tmp_path / "good") == folder_bytes(folder)

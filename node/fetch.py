@@ -1,0 +1,130 @@
+"""Blob fetching: stream content-addressed blobs from holders into the store, resumably.
+
+    fetcher = BlobFetcher(store, holders=["127.0.0.1:7471", ...], peers=table, progress=cb)
+    fetcher.fetch_all({digest_hex: size_hint, ...})   # PeerError / VerificationError on failure
+
+Each blob streams into the store's kept `.incomplete` file from its current size, so a pull
+interrupted by a dead holder or a killed puller resumes where it stopped. `commit_partial`
+checks the sha256 before the blob enters the store. A holder that dies is marked bad and the
+next one resumes the partial file; a holder whose bytes do not hash to the signed digest is
+marked bad and the partial discarded. Several blobs stream at once, so hashing one blob
+overlaps with receiving the next.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from node.client import connect, transfer_stub
+from node.errors import PeerError
+from node.peers import PeerTable
+from protos import mergenet_pb2 as pb
+from registry.errors import VerificationError
+from registry.store import BlobStore
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+# Blobs streamed at once: enough to overlap network, disk and hashing of sharded checkpoints.
+PARALLEL_BLOBS = 4
+TAMPERED = "tampered bytes"
+
+
+class BlobFetcher:
+    def __init__(self, store: BlobStore, holders: list[str], peers: PeerTable,
+                 progress: ProgressFn | None = None) -> None:
+        self.store = store
+        self.holders = holders
+        self.peers = peers
+        self.progress = progress
+        self.fetched = 0  # bytes received over the network (resumed bytes are not counted)
+        self.sources: list[str] = []
+        self._lock = threading.Lock()
+        self._have: dict[str, int] = {}
+        self._total = 0
+
+    def fetch_all(self, blobs: Mapping[str, int]) -> None:
+        """Fetch every blob (digest hex → advisory size) not yet in the store."""
+        self._total = sum(blobs.values())
+        missing = []
+        for digest, size in blobs.items():
+            self._have[digest] = size if self.store.has(digest) else self._partial_size(digest)
+            if not self.store.has(digest):
+                missing.append(digest)
+        self._report()
+        missing.sort(key=lambda d: -blobs[d])  # biggest first: the last one to finish is small
+        with ThreadPoolExecutor(max_workers=PARALLEL_BLOBS, thread_name_prefix="fetch") as pool:
+            futures = [pool.submit(self.fetch, digest, blobs[digest]) for digest in missing]
+            for future in futures:
+                future.result()
+
+    def fetch(self, digest: str, size_hint: int) -> None:
+        """Get one blob into the store; PeerError (VerificationError if all lied) when every holder failed."""
+        failures = []
+        for addr in self.peers.order(self.holders):  # good holders first, known-bad ones last
+            try:
+                self._stream(addr, digest, size_hint)
+                self.store.commit_partial(digest)
+            except grpc.RpcError as exc:
+                log.warning("holder %s failed while sending %s: %s", addr, digest[:16], exc.code().name)
+                failures.append(f"{addr}: {exc.code().name}")
+                if exc.code() == grpc.StatusCode.OUT_OF_RANGE:  # our partial is longer than the blob
+                    self._discard(digest)
+                elif exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.CANCELLED):
+                    self.peers.mark_bad(addr, f"transfer failed: {exc.code().name}")
+                continue  # the partial file keeps what arrived; the next holder resumes it
+            except VerificationError:
+                log.warning("holder %s sent bytes that do not hash to %s; abandoning it", addr, digest[:16])
+                self._discard(digest)
+                self.peers.mark_bad(addr, f"served bytes that do not match sha256:{digest}")
+                failures.append(f"{addr}: {TAMPERED}")
+                continue
+            with self._lock:
+                self._have[digest] = max(self._have.get(digest, 0), size_hint)
+                if addr not in self.sources:
+                    self.sources.append(addr)
+            self._report()
+            return
+        summary = "; ".join(failures) or "no holders"
+        if failures and all(f.endswith(TAMPERED) for f in failures):
+            raise VerificationError(f"every holder of blob sha256:{digest} served bytes that do not match the "
+                                    f"signed manifest ({summary})")
+        raise PeerError(f"could not fetch blob sha256:{digest} from any holder ({summary})")
+
+    def _partial_size(self, digest: str) -> int:
+        try:
+            return self.store.partial_path(digest).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _discard(self, digest: str) -> None:
+        self.store.partial_path(digest).unlink(missing_ok=True)
+        with self._lock:
+            self._have[digest] = 0
+
+    def _stream(self, addr: str, digest: str, size_hint: int) -> None:
+        offset = self._partial_size(digest)
+        with connect(addr) as ch, open(self.store.partial_path(digest), "ab") as out:
+            stream = transfer_stub(ch).Fetch(pb.FetchRequest(digest=digest, offset=offset), timeout=None)
+            for chunk in stream:
+                if chunk.offset != offset or (size_hint and offset + len(chunk.data) > size_hint):
+                    stream.cancel()
+                    raise VerificationError(f"holder {addr} sent bytes at the wrong offset for {digest}")
+                out.write(chunk.data)
+                offset += len(chunk.data)
+                with self._lock:
+                    self.fetched += len(chunk.data)
+                    self._have[digest] = offset
+                self._report()
+
+    def _report(self) -> None:
+        if self.progress is None:
+            return
+        with self._lock:
+            done = sum(self._have.values())
+        self.progress(done, max(self._total, done))
