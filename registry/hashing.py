@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-BUFFER_BYTES = 8 << 20  # large reads amortize syscalls; 8 MiB keeps two buffers per file cheap
+BUFFER_BYTES = 8 << 20  # large reads amortize syscalls and per-chunk thread hand-offs
+RING_BUFFERS = 4  # per file being fanned out: 32 MiB, enough slack for consumers to drift apart
 
 ProgressFn = Callable[[int, int], None]
 TensorRange = tuple[str, int, int]  # (tensor name, absolute start, absolute end) in the file
@@ -84,41 +86,82 @@ def hash_file(path: Path, tensors: Sequence[TensorRange] = (), sink: BinaryIO | 
               on_bytes: Callable[[int], None] | None = None) -> FileDigest:
     """sha256 of the file, plus one sha256 per tensor range and a copy into `sink` when asked.
 
-    The file is read once into two alternating buffers; while chunk i+1 is being read, chunk i
-    is hashed, tensor-hashed and written on three threads at once.
+    The file is read once; the whole-file digest, the tensor digests and the copy each consume
+    the same buffers on their own thread (see `_fan_out`).
     """
     if not tensors and sink is None:
         size = os.path.getsize(path)
         return FileDigest(sha256_file(path, on_bytes), size)
     whole = hashlib.sha256()
     per_tensor = _TensorHasher(tensors)
-    bufs = (bytearray(BUFFER_BYTES), bytearray(BUFFER_BYTES))
+    consumers: list[Callable[[memoryview, int], object]] = [lambda chunk, _off: whole.update(chunk)]
+    if tensors:
+        consumers.append(per_tensor.update)
+    if sink is not None:
+        consumers.append(lambda chunk, _off: sink.write(chunk))
+    with open(path, "rb", buffering=0) as f:
+        size = _fan_out(f, consumers, on_bytes)
+    return FileDigest(whole.hexdigest(), size, per_tensor.digests())
 
-    offset, pending = 0, []
-    with open(path, "rb", buffering=0) as f, ThreadPoolExecutor(3, thread_name_prefix="hash") as pool:
-        i = 0
-        while True:
-            buf = bufs[i % 2]
-            n = f.readinto(buf)
-            _wait(pending)  # chunk i-1 done: hashers are ready for chunk i, and its buffer is free next round
+
+def _fan_out(f: BinaryIO, consumers: Sequence[Callable[[memoryview, int], object]],
+             on_bytes: Callable[[int], None] | None) -> int:
+    """Read `f` once into a ring of buffers and feed every chunk to every consumer.
+
+    Each consumer runs on its own thread at its own pace; a buffer is reused only after all of
+    them are done with it. Unlike a lock-step barrier per chunk, consumers may drift up to
+    RING_BUFFERS chunks apart, which absorbs scheduling jitter on a busy machine.
+    """
+    bufs = [bytearray(BUFFER_BYTES) for _ in range(RING_BUFFERS)]
+    free: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for slot in range(RING_BUFFERS):
+        free.put(slot)
+    users = [0] * RING_BUFFERS
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    inboxes: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in consumers]
+
+    def consume(fn: Callable[[memoryview, int], object], inbox: queue.SimpleQueue) -> None:
+        failed = False
+        while (item := inbox.get()) is not None:
+            slot, n, offset = item
+            if not failed:
+                try:
+                    fn(memoryview(bufs[slot])[:n], offset)
+                except BaseException as exc:  # handed to the reader, which re-raises it
+                    errors.append(exc)
+                    failed = True
+            with lock:
+                users[slot] -= 1
+                done = users[slot] == 0
+            if done:
+                free.put(slot)
+
+    threads = [threading.Thread(target=consume, args=(fn, box), name="hash-fanout", daemon=True)
+               for fn, box in zip(consumers, inboxes, strict=True)]
+    for t in threads:
+        t.start()
+    offset = 0
+    try:
+        while not errors:
+            slot = free.get()
+            n = f.readinto(bufs[slot])
             if not n:
                 break
-            chunk = memoryview(buf)[:n]
-            pending = [pool.submit(whole.update, chunk)]
-            if tensors:
-                pending.append(pool.submit(per_tensor.update, chunk, offset))
-            if sink is not None:
-                pending.append(pool.submit(sink.write, chunk))
+            users[slot] = len(consumers)  # nobody holds this slot now, so no lock is needed
+            for box in inboxes:
+                box.put((slot, n, offset))
             offset += n
-            i += 1
             if on_bytes:
                 on_bytes(n)
-    return FileDigest(whole.hexdigest(), offset, per_tensor.digests())
-
-
-def _wait(futures: list[Future]) -> None:
-    for fut in futures:
-        fut.result()
+    finally:
+        for box in inboxes:
+            box.put(None)
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    return offset
 
 
 def hash_files(paths: Mapping[str, Path], tensors: Mapping[str, Sequence[TensorRange]] | None = None,

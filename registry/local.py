@@ -111,6 +111,9 @@ class LocalRegistry:
         validate_license(license)
         tags = tuple(t.strip() for t in tags if t.strip())
         scan = scan_folder(root)
+        if not os.access(root, os.W_OK):
+            raise BadModelError(f"{root} is not writable; submit writes {MANIFEST_FILE} and {SIGNATURE_FILE} "
+                                "into it (copy the folder somewhere writable)")
         infos = {w: check_safetensors(scan.path(w), name=w) for w in scan.weights}
         arch = architecture_fingerprint(scan.config["model_type"], infos)
         tok = tokenizer_fingerprint(root)
