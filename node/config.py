@@ -10,6 +10,7 @@ makes this node flip a byte in every chunk it serves.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,17 @@ from node.errors import NodeInputError
 DEFAULT_LISTEN = "127.0.0.1:7470"
 THROTTLE_ENV = "MERGENET_TEST_THROTTLE_S"
 TAMPER_ENV = "MERGENET_TEST_TAMPER"
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def primary_address() -> str:
+    """This machine's address on its default route (a UDP connect sends nothing); loopback if none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("10.255.255.255", 1))
+            return str(sock.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
 
 
 def parse_hostport(text: str, what: str = "address") -> tuple[str, int]:
@@ -42,6 +54,8 @@ class NodeConfig:
     :param peers: gRPC addresses of known nodes (gossip; also where to learn the DHT's addresses)
     :param dht: run a hivemind DHT peer (off: discovery by `peers` gossip alone)
     :param initial_peers: DHT multiaddrs to join directly
+    :param advertise: the gRPC address peers should use (default: the listen address, with a
+        wildcard host replaced by this machine's primary address)
     :param transfer_throttle_s: test-only pause between served chunks
     :param transfer_tamper: test-only: flip a byte in every served chunk
     """
@@ -51,6 +65,7 @@ class NodeConfig:
     peers: tuple[str, ...] = ()
     dht: bool = True
     initial_peers: tuple[str, ...] = ()
+    advertise: str = ""
     transfer_throttle_s: float = 0.0
     transfer_tamper: bool = False
 
@@ -58,15 +73,26 @@ class NodeConfig:
         parse_hostport(self.listen, "--listen")
         for peer in self.peers:
             parse_hostport(peer, "--peers entry")
+        if self.advertise:
+            parse_hostport(self.advertise, "--advertise")
+
+    def advertised_addr(self, port: int) -> str:
+        """What peers should dial: --advertise, else the listen host (wildcards resolved) and port."""
+        if self.advertise:
+            return self.advertise
+        host, _ = parse_hostport(self.listen)
+        if host in WILDCARD_HOSTS:
+            host = primary_address()
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     @classmethod
     def from_flags(cls, home: Path, listen: str | None, peers: str | None, dht: bool,
-                   initial_peers: str | None) -> NodeConfig:
+                   initial_peers: str | None, advertise: str | None = None) -> NodeConfig:
         throttle = os.environ.get(THROTTLE_ENV, "0")
         try:
             throttle_s = float(throttle)
         except ValueError:
             raise NodeInputError(f"${THROTTLE_ENV}={throttle!r} is not a number of seconds") from None
         return cls(home=home, listen=listen or DEFAULT_LISTEN, peers=split_list(peers), dht=dht,
-                   initial_peers=split_list(initial_peers), transfer_throttle_s=throttle_s,
+                   initial_peers=split_list(initial_peers), advertise=advertise or "", transfer_throttle_s=throttle_s,
                    transfer_tamper=os.environ.get(TAMPER_ENV) == "1")

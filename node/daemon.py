@@ -90,7 +90,7 @@ class Node:
         except BaseException:
             self._stop_discovery()
             raise
-        self.addr = f"{host}:{port}"
+        self.addr = self.config.advertised_addr(port)
         peers.self_addr = self.addr
         self.network.self_ref = PeerRef(self.addr, identity.key_id, VERSION)
         for peer in self.config.peers:

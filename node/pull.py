@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
 SIGNATURE_NAME = "model.sig"
+COPY_BUFFER = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,27 @@ def check_trust(registry: LocalRegistry, key_id: str, model_id: str, trusted_onl
                                 f"run `mergenet trust add {key_id[:16]}` if you trust it")
 
 
+def copy_blob(src: Path, dest: Path) -> None:
+    """An independent, writable copy: copy_file_range shares extents where the filesystem can
+    (btrfs, xfs reflinks) and copies inside the kernel elsewhere; plain copy as a fallback."""
+    with open(src, "rb") as fin, open(dest, "wb") as fout:
+        left = os.fstat(fin.fileno()).st_size
+        try:
+            while left > 0:
+                n = os.copy_file_range(fin.fileno(), fout.fileno(), left)
+                if n == 0:
+                    break
+                left -= n
+        except OSError:  # e.g. across filesystems on old kernels
+            fin.seek(0)
+            fout.seek(0)
+            fout.truncate()
+            shutil.copyfileobj(fin, fout, COPY_BUFFER)
+            left = 0
+    if left:
+        raise OSError(f"short copy of {src} to {dest}")
+
+
 def place_folder(store: BlobStore, ad: VerifiedAd, out_dir: Path) -> None:
     """Copy verified blobs into a hidden sibling folder, then rename it to `out_dir` (atomic)."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +186,7 @@ def place_folder(store: BlobStore, ad: VerifiedAd, out_dir: Path) -> None:
         for rel, digest in ad.resources.items():
             dest = staging / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
-            store.copy_out(digest, dest)
+            copy_blob(store.path(digest), dest)
         (staging / SIGNATURE_NAME).write_bytes(ad.ad.signature)
         os.rename(staging, out_dir)
     except BaseException:

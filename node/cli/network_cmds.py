@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     start.add_argument("--dht", action=argparse.BooleanOptionalAction, default=True,
                        help="run a hivemind DHT peer for discovery (default on)")
     start.add_argument("--initial-peers", help="DHT multiaddrs to join directly, comma-separated")
+    start.add_argument("--advertise", help="HOST:PORT peers should dial (default: the listen address; "
+                                           "0.0.0.0 becomes this machine's address)")
     start.set_defaults(func=cmd_node_start)
 
     status = node_sub.add_parser("status", parents=[common], help="peers, models held and capacity of a node")
@@ -59,7 +61,8 @@ def cmd_node_start(args: argparse.Namespace, ctx: Context) -> int:
     from node.config import NodeConfig
     from node.daemon import Node
 
-    config = NodeConfig.from_flags(ctx.home, args.listen, args.peers, args.dht, args.initial_peers)
+    config = NodeConfig.from_flags(ctx.home, args.listen, args.peers, args.dht, args.initial_peers,
+                                   args.advertise)
     node = Node(config)
     node.start()
     try:

@@ -83,3 +83,13 @@ def test_transfer_digest_check():
     assert normalize_digest(hexd) == hexd and normalize_digest("sha256:" + hexd) == hexd
     for bad in ("AB" * 32, hexd[:-1], "../" + hexd, hexd + "\n", "sha256:"):
         assert normalize_digest(bad) is None
+
+
+def test_advertised_address(tmp_path):
+    assert NodeConfig(home=tmp_path, listen="127.0.0.1:0").advertised_addr(4242) == "127.0.0.1:4242"
+    named = NodeConfig(home=tmp_path, listen="0.0.0.0:7470", advertise="node1:7470")
+    assert named.advertised_addr(7470) == "node1:7470"
+    wild = NodeConfig(home=tmp_path, listen="0.0.0.0:7470").advertised_addr(7470)
+    assert not wild.startswith("0.0.0.0") and wild.endswith(":7470")
+    with pytest.raises(NodeInputError, match="--advertise"):
+        NodeConfig(home=tmp_path, advertise="nope")
