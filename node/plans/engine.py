@@ -60,6 +60,7 @@ CONSENT_POLICIES = ("accept", "reject", "manual")
 BID_WINDOW_S = 1.5
 BID_DEADLINE_S = 60.0
 MAX_PENDING = 256  # statements held for plans not seen yet (gossip may reorder)
+MAX_SEEN = 100_000  # digests remembered for dedup; the oldest are forgotten first
 
 
 class Transport(Protocol):
@@ -106,7 +107,7 @@ class PlanEngine:
         self.transport, self.resolver, self.jobs = transport, resolver, jobs
         self.me: str = identity.key_id
         self._lock = threading.Lock()
-        self._seen: set[str] = set()
+        self._seen: dict[str, None] = {}  # insertion-ordered, so the oldest can be dropped
         self._pending: dict[str, list[tuple[str, Signed]]] = {}
 
     # ---- local entry points ------------------------------------------------------------------
@@ -164,7 +165,7 @@ class PlanEngine:
         with self._lock:
             if digest in self._seen:
                 return False
-            self._seen.add(digest)
+            self._remember(digest)
         try:
             signed = verify(bundle, kind)
         except (ForgedStatementError, PlanInputError) as exc:
@@ -178,10 +179,15 @@ class PlanEngine:
     def _emit(self, obj: Any) -> None:
         bundle = sign(self.identity, obj)
         with self._lock:
-            self._seen.add(bundle_digest(bundle))
+            self._remember(bundle_digest(bundle))
         kind = type(obj).__name__.lower()
         if self._apply(kind, Signed(self.me, obj, bundle)):
             self.transport.broadcast(kind, bundle)
+
+    def _remember(self, digest: str) -> None:
+        self._seen[digest] = None
+        if len(self._seen) > MAX_SEEN:
+            del self._seen[next(iter(self._seen))]
 
     def _apply(self, kind: str, signed: Signed) -> bool:
         """Apply a verified statement. One that arrives before what it builds on (gossip may

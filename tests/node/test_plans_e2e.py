@@ -85,14 +85,16 @@ def models(network, families, tmp_path_factory):
     recipe = {"merge_method": "ties", "base_model": base, "dtype": "float32", "parameters": {"normalize": True},
               "models": [{"model": e1, "parameters": {"weight": 0.5, "density": 0.5}},
                          {"model": e2, "parameters": {"weight": 0.5, "density": 0.5}}]}
-    return base, e1, e2, recipe
+    return base, e1, e2, recipe, copies
 
 
 def test_plan_from_propose_to_published(network, models, cli, tmp_path):
     _, alpha, beta, gamma, _ = network
-    _base, _e1, e2, recipe = models
+    base, e1, e2, recipe, copies = models
     path = tmp_path / "ties.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    # Models may be named by id or by signed local folder (the CLI replaces it with its id).
+    by_folder = {**recipe, "models": [{**recipe["models"][0], "model": str(copies[1])}, recipe["models"][1]]}
+    path.write_text(yaml.safe_dump(by_folder))
     r = cli("plan", "propose", path, "--node", gamma.addr, "--spot-check", "0.3", "--json", home_dir=gamma.home)
     assert r.code == 0, r.err
     plan_id = json.loads(r.out)["plan_id"]
@@ -101,6 +103,7 @@ def test_plan_from_propose_to_published(network, models, cli, tmp_path):
     doc = json.loads(r.out)
     assert r.code == 0 and doc["state"] == "published", doc["reason"]
     assert doc["license"] == "Apache-2.0 AND MIT"
+    assert [i["model_id"] for i in doc["inputs"]] == [base, e1, e2]
     assert [c["accept"] for c in doc["consents"]] == [True] and doc["consents"][0]["model_id"] == e2
     assert len(doc["bids"]) == 3 and len(doc["attestations"]) == 2
     assert all(a["passed"] and a["tensors_checked"] > 0 for a in doc["attestations"])
@@ -122,7 +125,7 @@ def test_plan_from_propose_to_published(network, models, cli, tmp_path):
 
 def test_closed_model_refused_at_propose(network, models, cli, tmp_path, model_copy):
     _, alpha, _, gamma, _ = network
-    base, _e1, _, recipe = models
+    base, _e1, _, recipe, _ = models
     closed = submit(alpha, model_copy("llama", 2), base=base, license="MIT", policy="closed")
     bad = {**recipe, "models": [recipe["models"][0], {"model": closed, "parameters": {"weight": 0.5}}]}
     path = tmp_path / "closed.yaml"
@@ -137,7 +140,7 @@ def test_malicious_executor_caught_by_verifiers(network, models, cli, tmp_path):
     from node.jobs.execute import provenance
 
     _, alpha, beta, _gamma, _ = network
-    base, e1, e2, recipe = models
+    base, e1, e2, recipe, _ = models
     mallory_home = tmp_path / "mallory"
     reg = LocalRegistry(mallory_home)
     mallory = reg.identity()
