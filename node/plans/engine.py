@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
 
 from node.plans import rules
 from node.plans.errors import ForgedStatementError, PlanError, PlanInputError
@@ -35,6 +35,7 @@ from node.plans.model import (
     Result,
     VerificationPolicy,
 )
+from node.plans.ports import EngineConfig, Jobs, Resolver, Transport
 from node.plans.signing import bundle_digest, sign, verify
 from node.plans.state import (
     BIDDING,
@@ -54,50 +55,8 @@ from node.plans.state import (
 
 log = logging.getLogger(__name__)
 
-CONSENT_POLICIES = ("accept", "reject", "manual")
-# The proposer waits this long for bids before committing, so that more than the first node to
-# answer is considered; and gives up when too few nodes bid for this long.
-BID_WINDOW_S = 1.5
-BID_DEADLINE_S = 60.0
 MAX_PENDING = 256  # statements held for plans not seen yet (gossip may reorder)
 MAX_SEEN = 100_000  # digests remembered for dedup; the oldest are forgotten first
-
-
-class Transport(Protocol):
-    def broadcast(self, kind: str, bundle: Mapping[str, Any], exclude: str | None = None) -> None: ...
-
-
-class Resolver(Protocol):
-    def input_info(self, model_id: str) -> rules.InputInfo: ...
-
-    def local_info(self, model_id: str) -> rules.InputInfo | None: ...
-
-
-class Jobs(Protocol):
-    def bid(self, plan: Plan, address: str) -> Bid | None: ...
-
-    def execute(self, record: PlanRecord, progress: Callable[[int, int], None]) -> Result: ...
-
-    def verify(self, record: PlanRecord) -> Attestation: ...
-
-    def submit(self, fn: Callable[[], None]) -> None: ...
-
-    def attestation_received(self, model_id: str, bundle: Mapping[str, Any]) -> None: ...
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """:param address: this node's gRPC address, put into plans and bids
-    :param consent_policy: how this node answers plans that read its `consent` models"""
-
-    address: str
-    consent_policy: str = "accept"
-    bid_window_s: float = BID_WINDOW_S
-    bid_deadline_s: float = BID_DEADLINE_S
-
-    def __post_init__(self) -> None:
-        if self.consent_policy not in CONSENT_POLICIES:
-            raise PlanInputError(f"consent policy {self.consent_policy!r} is not one of {', '.join(CONSENT_POLICIES)}")
 
 
 class PlanEngine:
@@ -298,10 +257,16 @@ class PlanEngine:
         record = self.store.get(commit.plan_id)
         if record is None or signed.signer != record.plan.proposer:
             return self._drop("commit", signed, "not signed by the plan's proposer")
-        if record.commit is not None:
-            return False
+        if len(commit.verifiers) < record.plan.verification.verifiers or \
+                commit.executor.key_id in {v.key_id for v in commit.verifiers}:
+            return self._drop("commit", signed, "names too few verifiers, or the executor as its own verifier")
         why = f"executor {commit.executor.key_id[:12]}… at {commit.executor.address}"
-        self.store.update(commit.plan_id, lambda r: try_advance(replace(r, commit=signed), COMMITTED, why))
+
+        def change(r: PlanRecord) -> PlanRecord:  # the first commit wins, even if two race in
+            return r if r.commit is not None else try_advance(replace(r, commit=signed), COMMITTED, why)
+
+        if self.store.update(commit.plan_id, change).commit is not signed:
+            return False
         if commit.executor.key_id == self.me:
             self.jobs.submit(lambda: self._execute(commit.plan_id))
         return True
@@ -329,11 +294,11 @@ class PlanEngine:
             return None
         if record is None or record.commit is None or signed.signer != record.commit.body.executor.key_id:
             return self._drop("result", signed, "not signed by the committed executor")
-        if record.result is not None:
-            return False
         k = record.plan.verification.verifiers
 
         def change(r: PlanRecord) -> PlanRecord:
+            if r.result is not None:
+                return r
             r = replace(r, result=signed)
             if res.error:
                 return try_advance(r, FAILED, f"the executor failed: {res.error}")
@@ -342,6 +307,8 @@ class PlanEngine:
             return try_advance(r, VERIFYING, f"merged into {res.model_id}")
 
         record = self.store.update(res.plan_id, change)
+        if record.result is not signed:
+            return False
         if not res.error and any(v.key_id == self.me for v in record.commit.body.verifiers):
             self.jobs.submit(lambda: self._verify(res.plan_id))
         return True
@@ -369,11 +336,11 @@ class PlanEngine:
             return self._drop("attestation", signed, "not signed by a committed verifier")
         if att.model_id != record.result.body.model_id:
             return self._drop("attestation", signed, "names another model than the plan's result")
-        if signed.signer in record.attestations:
-            return False
         k = record.plan.verification.verifiers
 
         def change(r: PlanRecord) -> PlanRecord:
+            if signed.signer in r.attestations:
+                return r
             r = replace(r, attestations={**r.attestations, signed.signer: signed})
             if not att.passed:
                 return try_advance(r, FAILED, f"verifier {signed.signer[:12]}… rejected the result: {att.detail}")
@@ -381,6 +348,7 @@ class PlanEngine:
                 return try_advance(r, PUBLISHED, f"{k} verifier(s) attested the result")
             return r
 
-        self.store.update(att.plan_id, change)
+        if self.store.update(att.plan_id, change).attestations.get(signed.signer) is not signed:
+            return False
         self.jobs.attestation_received(att.model_id, signed.bundle)
         return True

@@ -13,7 +13,7 @@ import pytest
 
 from node.plans.engine import EngineConfig, PlanEngine
 from node.plans.errors import PolicyError
-from node.plans.model import Attestation, Bid, Consent, PlanInput, Result, VerificationPolicy
+from node.plans.model import Attestation, Bid, Commit, Consent, Member, PlanInput, Result, VerificationPolicy
 from node.plans.rules import InputInfo
 from node.plans.signing import sign
 from node.plans.state import CONSENTING, FAILED, PUBLISHED, REJECTED, PlanStore
@@ -224,3 +224,23 @@ def test_expiry_and_forged_result(net):
     assert engines[2].store.get(rec.plan_id).result is None
     engines[2].tick(now=rec.plan.expires)
     assert engines[2].store.get(rec.plan_id).state == "expired"
+
+
+def test_commit_must_name_enough_verifiers_and_first_commit_wins(net):
+    build, ids, *_ = net
+    engines, jobs = build()
+    for j in jobs:
+        j.deferred = []
+    rec = engines[2].propose(RECIPE, INPUTS)
+    pid = rec.plan_id
+    me = Member(ids[0].key_id, "node0:1")
+    short = sign(ids[2], Commit(pid, me, (Member(ids[1].key_id, "node1:1"),)))
+    assert not engines[0].receive("commit", short)  # k=2 but one verifier
+    self_check = sign(ids[2], Commit(pid, me, (me, Member(ids[1].key_id, "node1:1"))))
+    assert not engines[0].receive("commit", self_check)  # the executor cannot verify itself
+    good = Commit(pid, me, (Member(ids[1].key_id, "node1:1"), Member(ids[2].key_id, "node2:1")))
+    assert engines[0].receive("commit", sign(ids[2], good))
+    other = Commit(pid, Member(ids[1].key_id, "node1:1"), good.verifiers[::-1])
+    assert not engines[0].receive("commit", sign(ids[2], other))  # a second, different commit is ignored
+    assert engines[0].store.get(pid).commit.body == good
+    assert len(jobs[0].deferred) == 1  # exactly one merge queued, on the first commit's executor

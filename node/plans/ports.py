@@ -1,0 +1,63 @@
+"""What the plan engine needs from its node, as small interfaces, and its configuration.
+
+    Transport.broadcast(kind, bundle)  — flood a signed statement to peers
+    Resolver.input_info(model_id)      — policy, license, publisher of an input (signed manifest)
+    Jobs.execute / verify / bid        — the work a node does for a plan
+
+`node.plans.transport` and `node.jobs.node_jobs` implement them for a real node; tests join
+engines with an in-process transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from node.plans import rules
+from node.plans.errors import PlanInputError
+from node.plans.model import Attestation, Bid, Plan, Result
+from node.plans.state import PlanRecord
+
+CONSENT_POLICIES = ("accept", "reject", "manual")
+# The proposer waits this long for bids before committing, so that more than the first node to
+# answer is considered; and gives up when too few nodes bid for this long.
+BID_WINDOW_S = 1.5
+BID_DEADLINE_S = 60.0
+
+
+class Transport(Protocol):
+    def broadcast(self, kind: str, bundle: Mapping[str, Any], exclude: str | None = None) -> None: ...
+
+
+class Resolver(Protocol):
+    def input_info(self, model_id: str) -> rules.InputInfo: ...
+
+    def local_info(self, model_id: str) -> rules.InputInfo | None: ...
+
+
+class Jobs(Protocol):
+    def bid(self, plan: Plan, address: str) -> Bid | None: ...
+
+    def execute(self, record: PlanRecord, progress: Callable[[int, int], None]) -> Result: ...
+
+    def verify(self, record: PlanRecord) -> Attestation: ...
+
+    def submit(self, fn: Callable[[], None]) -> None: ...
+
+    def attestation_received(self, model_id: str, bundle: Mapping[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """:param address: this node's gRPC address, put into plans and bids
+    :param consent_policy: how this node answers plans that read its `consent` models"""
+
+    address: str
+    consent_policy: str = "accept"
+    bid_window_s: float = BID_WINDOW_S
+    bid_deadline_s: float = BID_DEADLINE_S
+
+    def __post_init__(self) -> None:
+        if self.consent_policy not in CONSENT_POLICIES:
+            raise PlanInputError(f"consent policy {self.consent_policy!r} is not one of {', '.join(CONSENT_POLICIES)}")
