@@ -1,0 +1,83 @@
+"""In-memory candidate merging: every input tensor is read once, a model skeleton is built once
+from the base config, and each candidate recipe is merged tensor by tensor with the executor's
+own `merge_tensor` and loaded into the skeleton with `load_state_dict` (no disk writes).
+
+    merger = CandidateMerger(recipe, device)
+    model = merger.build(candidate_recipe)     # the skeleton, now holding the candidate's weights
+
+Because planning (`plan_merge`) and per-tensor math (`merge_tensor`, seeded per tensor) are the
+executor's, a candidate equals what `run_merge` would write for the same recipe.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from merge.errors import MergeInputError
+from merge.executor import merge_tensor, tensor_generator
+from merge.io import DTYPES, ModelReader
+from merge.plan import Source, plan_merge
+from merge.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+
+class CandidateMerger:
+    """Holds the inputs' tensors (float32) and one model skeleton for a fixed set of models."""
+
+    def __init__(self, recipe: Recipe, device: torch.device) -> None:
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        self.device = device
+        self.readers: dict[str, ModelReader] = {}
+        plan = plan_merge(recipe, self.readers)
+        self.n_layers = plan.n_layers
+        self._cache: dict[Source, torch.Tensor] = {}
+        for task in plan.tasks:
+            for src in (*task.inputs, task.base, task.reference):
+                if src is not None and src not in self._cache:
+                    self._cache[src] = self.readers[src.model].get(src.tensor, device=device)
+        config = AutoConfig.from_pretrained(plan.config_model)
+        self.model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).to(device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(plan.tokenizer_model)
+        log.info("cached %d input tensors for %d output tensors", len(self._cache), len(plan.tasks))
+
+    def state_dict(self, recipe: Recipe) -> dict[str, torch.Tensor]:
+        """The merged tensors of `recipe` (same models as the constructor's), in their output
+        dtype, as `run_merge` would write them."""
+        plan = plan_merge(recipe, self.readers)
+        requested = recipe.out_dtype or recipe.dtype
+        out = {}
+        for task in plan.tasks:
+            missing = [s for s in (*task.inputs, task.base) if s is not None and s not in self._cache]
+            if missing:
+                raise MergeInputError(f"candidate recipe reads tensor {missing[0].tensor} of {missing[0].model}, "
+                                      "which the search did not load; candidates must use the recipe's models")
+            gen = tensor_generator(task.seed, task.name, self.device) if plan.method.randomized else None
+            merged = merge_tensor(task, [self._cache[s] for s in task.inputs],
+                                  self._cache[task.base] if task.base else None, method=plan.method,
+                                  device=self.device, generator=gen,
+                                  reference=self._cache.get(task.reference) if task.reference else None)
+            dtype = getattr(torch, requested) if requested and task.mergeable else DTYPES[task.dtype]
+            out[task.name] = merged.to(dtype)
+        return out
+
+    def build(self, recipe: Recipe):
+        """Load `recipe`'s merged weights into the skeleton and return it (eval mode)."""
+        sd = self.state_dict(recipe)
+        missing, unexpected = self.model.load_state_dict(sd, strict=False)
+        tied = set(getattr(self.model, "_tied_weights_keys", None) or ())  # a list or a dict, by version
+        buffers = dict(self.model.named_buffers())
+        really_missing = [k for k in missing if k not in tied and k not in buffers]
+        if really_missing or unexpected:
+            name = (really_missing or unexpected)[0]
+            raise MergeInputError(f"merged tensors do not fit the base config's model: tensor {name} is "
+                                  f"{'missing' if really_missing else 'unexpected'}")
+        return self.model
+
+    def close(self) -> None:
+        for reader in self.readers.values():
+            reader.close()
+        self._cache.clear()
