@@ -100,21 +100,31 @@ class Identity:
         if home.key_path.exists():
             return cls.load(home), False
         ident = cls.generate()
-        ident.save(home)
+        if not ident.save(home):  # another process created one first: use theirs
+            return cls.load(home), False
         return ident, True
 
-    def save(self, home: Home) -> None:
-        """Write the key pair; the private key is created 0600 before any byte is written."""
+    def save(self, home: Home) -> bool:
+        """Write the key pair unless a key exists; the private key is 0600 before any byte is
+        written and appears complete or not at all (hard link of a finished temp file)."""
         private = self.private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                  serialization.NoEncryption())
-        tmp = home.key_path.with_name(home.key_path.name + ".tmp")
+        tmp = home.key_path.with_name(f".{home.key_path.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(private)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, home.key_path)
-        home.public_key_path.write_bytes(self.public_pem)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(private)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, home.key_path)  # unlike rename, never replaces a key someone else just made
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+        pub_tmp = home.public_key_path.with_name(f".{home.public_key_path.name}.{os.getpid()}.tmp")
+        pub_tmp.write_bytes(self.public_pem)
+        os.replace(pub_tmp, home.public_key_path)
+        return True
 
     def sign(self, data: bytes) -> bytes:
         """DER-encoded ECDSA P-256 / SHA-256 signature over `data`."""

@@ -138,3 +138,26 @@ def test_trust_list_add_by_pem_or_id_and_remove(tmp_path):
         trust.remove(ident.key_id)
     with pytest.raises(BadModelError):
         trust.add("not a key")
+
+
+def test_fan_out_propagates_a_failing_consumer_without_hanging(tmp_path, monkeypatch):
+    import registry.hashing as hashing
+
+    monkeypatch.setattr(hashing, "BUFFER_BYTES", 1000)
+    path = tmp_path / "f"
+    path.write_bytes(os.urandom(50_000))
+
+    class DiskFull:
+        def __init__(self):
+            self.calls = 0
+
+        def write(self, data):
+            self.calls += 1
+            if self.calls == 3:
+                raise OSError(28, "No space left on device")
+            return len(data)
+
+    sink = DiskFull()
+    with pytest.raises(OSError, match="No space"):
+        hash_file(path, [("t", 0, 50_000)], sink=sink)
+    assert sink.calls == 3  # the failed consumer stops; the reader stops soon after
