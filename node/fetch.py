@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,12 +34,24 @@ ProgressFn = Callable[[int, int], None]
 # Blobs streamed at once: enough to overlap network, disk and hashing of sharded checkpoints.
 PARALLEL_BLOBS = 4
 TAMPERED = "tampered bytes"
+# A transfer that delivers no chunk for this long is cancelled and the holder marked bad.
+STALL_TIMEOUT_S = 30.0
+STALL_POLL_S = 0.5
+
+
+def _cancel_when_stalled(stream: grpc.Future, deadline: list[float], done: threading.Event) -> None:
+    while not done.wait(STALL_POLL_S):
+        if time.monotonic() > deadline[0]:
+            log.warning("transfer stalled for longer than the stall timeout; cancelling it")
+            stream.cancel()
+            return
 
 
 class BlobFetcher:
     def __init__(self, store: BlobStore, holders: list[str], peers: PeerTable,
-                 progress: ProgressFn | None = None) -> None:
+                 progress: ProgressFn | None = None, stall_timeout_s: float = STALL_TIMEOUT_S) -> None:
         self.store = store
+        self.stall_timeout_s = stall_timeout_s
         self.holders = holders
         self.peers = peers
         self.progress = progress
@@ -75,7 +88,7 @@ class BlobFetcher:
                 failures.append(f"{addr}: {exc.code().name}")
                 if exc.code() == grpc.StatusCode.OUT_OF_RANGE:  # our partial is longer than the blob
                     self._discard(digest)
-                elif exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.CANCELLED):
+                elif exc.code() != grpc.StatusCode.NOT_FOUND:  # dead, stalled (CANCELLED) or refusing
                     self.peers.mark_bad(addr, f"transfer failed: {exc.code().name}")
                 continue  # the partial file keeps what arrived; the next holder resumes it
             except VerificationError:
@@ -108,19 +121,28 @@ class BlobFetcher:
             self._have[digest] = 0
 
     def _stream(self, addr: str, digest: str, size_hint: int) -> None:
+        """Append the holder's bytes to the partial file; a stream silent for stall_timeout_s is
+        cancelled (a holder that hangs is as useless as a dead one)."""
         offset = self._partial_size(digest)
         with connect(addr) as ch, open(self.store.partial_path(digest), "ab") as out:
             stream = transfer_stub(ch).Fetch(pb.FetchRequest(digest=digest, offset=offset), timeout=None)
-            for chunk in stream:
-                if chunk.offset != offset or (size_hint and offset + len(chunk.data) > size_hint):
-                    stream.cancel()
-                    raise VerificationError(f"holder {addr} sent bytes at the wrong offset for {digest}")
-                out.write(chunk.data)
-                offset += len(chunk.data)
-                with self._lock:
-                    self.fetched += len(chunk.data)
-                    self._have[digest] = offset
-                self._report()
+            deadline = [time.monotonic() + self.stall_timeout_s]
+            done = threading.Event()
+            threading.Thread(target=_cancel_when_stalled, args=(stream, deadline, done), daemon=True).start()
+            try:
+                for chunk in stream:
+                    if chunk.offset != offset or (size_hint and offset + len(chunk.data) > size_hint):
+                        stream.cancel()
+                        raise VerificationError(f"holder {addr} sent bytes at the wrong offset for {digest}")
+                    out.write(chunk.data)
+                    offset += len(chunk.data)
+                    deadline[0] = time.monotonic() + self.stall_timeout_s
+                    with self._lock:
+                        self.fetched += len(chunk.data)
+                        self._have[digest] = offset
+                    self._report()
+            finally:
+                done.set()
 
     def _report(self) -> None:
         if self.progress is None:

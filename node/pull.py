@@ -27,7 +27,7 @@ import grpc
 
 from node.client import CALL_TIMEOUT_S, connect, registry_stub, rpc_error
 from node.errors import NodeInputError, PeerError
-from node.fetch import BlobFetcher
+from node.fetch import STALL_TIMEOUT_S, BlobFetcher
 from node.peers import PeerTable
 from protos import mergenet_pb2 as pb
 from registry.errors import RegistryError, VerificationError
@@ -130,7 +130,7 @@ def _refuse_existing(out_dir: Path) -> None:
 
 def pull_from_network(registry: LocalRegistry, model_id: str, out_dir: Path | None, holders: Sequence[str],
                       peers: PeerTable | None = None, trusted_only: bool = False,
-                      progress: ProgressFn | None = None) -> PullResult:
+                      progress: ProgressFn | None = None, stall_timeout_s: float = STALL_TIMEOUT_S) -> PullResult:
     """Fetch, verify and place a model from `holders`; see the module docstring."""
     peers = peers or PeerTable()
     if out_dir is not None:
@@ -141,7 +141,7 @@ def pull_from_network(registry: LocalRegistry, model_id: str, out_dir: Path | No
     _refuse_existing(out_dir)
     store = registry.store
     store.put_bytes(ad.ad.manifest)  # verified with the ad already
-    fetcher = BlobFetcher(store, [first, *[h for h in holders if h != first]], peers, progress)
+    fetcher = BlobFetcher(store, [first, *[h for h in holders if h != first]], peers, progress, stall_timeout_s)
     fetcher.fetch_all({digest: ad.size_of(rel) for rel, digest in ad.resources.items()})
     # The registry re-verifies the signature and every blob before indexing: from now on this
     # node holds the model and advertises it.

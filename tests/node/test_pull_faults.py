@@ -114,3 +114,30 @@ def test_tampering_holder_is_caught_and_abandoned(swarm, holder_home, tmp_path):
     blobs = [p for p in folder.iterdir() if p.name not in ("mergenet.json", "model.sig")]
     assert 1 <= res.stderr.count("abandoning it") <= min(PARALLEL_BLOBS, len(blobs) - 1)
     assert folder_bytes(tmp_path / "good") == folder_bytes(folder)
+
+
+def test_stalled_holder_is_cancelled_and_the_pull_moves_on(swarm, holder_home, tmp_path):
+    from node.peers import PeerTable
+    from node.pull import pull_from_network
+    from registry.local import LocalRegistry
+
+    home, model_id, folder = holder_home
+    frozen = swarm.start(home, "--no-dht", env=SLOW)
+    backup = swarm.start(clone_home(home, tmp_path / "H2"), "--no-dht")
+    registry = LocalRegistry(tmp_path / "P")
+    peers = PeerTable()
+
+    def freeze_midway(done: int, total: int) -> None:
+        if done > 2 << 20 and frozen.proc.poll() is None and not getattr(freeze_midway, "sent", False):
+            freeze_midway.sent = True
+            os.kill(frozen.pid, signal.SIGSTOP)
+
+    try:
+        result = pull_from_network(registry, model_id, tmp_path / "out", [frozen.addr, backup.addr], peers=peers,
+                                   progress=freeze_midway, stall_timeout_s=1.5)
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+        registry.close()
+    assert getattr(freeze_midway, "sent", False)
+    assert backup.addr in result.sources and peers.is_bad(frozen.addr)
+    assert folder_bytes(tmp_path / "out") == folder_bytes(folder)
