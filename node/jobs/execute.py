@@ -46,6 +46,6 @@ def execute_plan(plan: Plan, ctx: JobContext, progress: Callable[[int, int], Non
     finally:
         registry.close()
     ctx.announce([record.id])
-    shutil.rmtree(work / "inputs", ignore_errors=True)  # the store keeps the verified blobs
+    shutil.rmtree(work, ignore_errors=True)  # the store keeps every blob, inputs and result
     log.info("plan %s merged into %s on %s in %.1fs", plan.plan_id, record.id, merged.device, merged.seconds)
     return Result(plan.plan_id, record.id, ctx.address, merged.device, round(time.perf_counter() - start, 3))

@@ -275,7 +275,7 @@ class PlanEngine:
         self.store.update(plan_id, lambda r: try_advance(r, EXECUTING, "merging"))
 
         def progress(done: int, total: int) -> None:
-            self.store.update(plan_id, lambda r: replace(r, progress=(done, total)))
+            self.store.update(plan_id, lambda r: replace(r, progress=(done, total)), persist=done == total)
 
         record = self.store.get(plan_id)
         if record is None or record.final:

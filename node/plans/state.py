@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,18 +54,12 @@ class Signed:
     bundle: Mapping[str, Any] = field(hash=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"signer": self.signer, "body": self.body.to_dict() if hasattr(self.body, "to_dict")
-                else _asdict(self.body), "bundle": dict(self.bundle)}
+        body = self.body.to_dict() if hasattr(self.body, "to_dict") else asdict(self.body)
+        return {"signer": self.signer, "body": body, "bundle": dict(self.bundle)}
 
     @classmethod
     def from_json(cls, kind: str, data: Mapping[str, Any]) -> Signed:
         return cls(data["signer"], _BODY_TYPES[kind].from_dict(data["body"]), data["bundle"])
-
-
-def _asdict(obj: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(obj)
 
 
 @dataclass(frozen=True)
@@ -208,8 +202,9 @@ class PlanStore:
             self._write(record)
             return True
 
-    def update(self, plan_id: str, change: Callable[[PlanRecord], PlanRecord]) -> PlanRecord:
-        """Apply `change` atomically with respect to other updates and persist the result."""
+    def update(self, plan_id: str, change: Callable[[PlanRecord], PlanRecord], persist: bool = True) -> PlanRecord:
+        """Apply `change` atomically with respect to other updates and persist the result
+        (`persist=False` for high-rate changes such as progress; the next change writes them)."""
         with self._lock:
             record = self._records.get(plan_id)
             if record is None:
@@ -217,5 +212,6 @@ class PlanStore:
             new = change(record)
             if new is not record:
                 self._records[plan_id] = new
-                self._write(new)
+                if persist:
+                    self._write(new)
             return new
