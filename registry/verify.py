@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from registry.errors import BadModelError, VerificationError
+from registry.fingerprints import architecture_fingerprint
 from registry.folder import MANIFEST_FILE, WEIGHT_SUFFIX
 from registry.hashing import ProgressFn, TensorRange, hash_files
 from registry.identity import key_id_of, matches_key_id
@@ -101,18 +102,26 @@ def _tensor_ranges(paths: Mapping[str, Path], manifest: Manifest) -> dict[str, l
 
 
 def _check_manifest_tensors(paths: Mapping[str, Path], manifest: Manifest, digests) -> None:
-    """The signed manifest must describe exactly the signed weight files and their tensors."""
+    """The signed manifest must describe exactly the signed weight files, their tensors and their
+    architecture: peers plan merges from manifests, so a manifest must not lie about the weights."""
     weights = {rel for rel in paths if rel.endswith(WEIGHT_SUFFIX)}
     if set(manifest.tensors) != weights:
         raise VerificationError(f"{MANIFEST_FILE} lists tensors for {sorted(manifest.tensors)} but the signed "
                                 f"weight files are {sorted(weights)}")
+    infos = {}
     for rel, expected in manifest.tensors.items():
         try:
-            names = set(check_safetensors(paths[rel], name=rel).tensors)
+            infos[rel] = check_safetensors(paths[rel], name=rel)
         except BadModelError as exc:
             raise VerificationError(str(exc)) from None
-        if names != set(expected):
+        if set(infos[rel].tensors) != set(expected):
             raise VerificationError(f"{MANIFEST_FILE} tensor list for {rel!r} does not match the file's header")
+    try:
+        arch = architecture_fingerprint(manifest.model_type, infos)
+    except BadModelError as exc:
+        raise VerificationError(str(exc)) from None
+    if arch != manifest.architecture_fingerprint:
+        raise VerificationError(f"{MANIFEST_FILE} claims an architecture fingerprint that the weights do not have")
         if digests is not None:
             for name, hexd in digests[rel].tensors.items():
                 if expected[name] != hexd:

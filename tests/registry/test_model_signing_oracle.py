@@ -59,3 +59,18 @@ def test_plain_model_signing_folder_verifies_with_trusted_pem(model_copy, home, 
     res = cli("verify", folder, "--json")
     assert res.code == 0, res.err
     assert json.loads(res.out)["name"] is None
+
+
+def test_signed_ignore_paths_drive_verification(submitted, home, cli):
+    """A signer may exclude extra paths (model-signing's --ignore-paths); verify honours what was signed."""
+    folder, _ = submitted
+    (folder / "notes.txt").write_text("local notes, deliberately unsigned\n")
+    res = ms("sign", "key", folder, "--signature", folder / "model.sig", "--private_key",
+             home / "identity" / "private_key.pem", "--ignore-paths", folder / "notes.txt")
+    assert res.returncode == 0, res.stderr
+    out = cli("verify", folder, "--json")
+    assert out.code == 0, out.err
+    assert "notes.txt" not in json.loads(out.out)["files"]
+    (folder / "notes2.txt").write_text("not ignored\n")
+    res = cli("verify", folder)
+    assert res.code == 3 and "notes2.txt" in res.err

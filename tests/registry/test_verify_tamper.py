@@ -144,3 +144,23 @@ def test_unsigned_folder_fails_verify(model_copy, cli):
     folder = model_copy("gpt2", 1)
     res = cli("verify", folder)
     assert res.code == 3 and "model.sig" in one_line_error(res.err)
+
+
+def test_manifest_lying_about_architecture_fails_even_when_signed(submitted, home, cli):
+    """A publisher who signs a manifest whose fingerprint does not describe the weights is caught."""
+    import dataclasses
+    import hashlib
+
+    from registry.identity import Identity
+    from registry.manifest import Manifest
+    from registry.signing import sign_files
+
+    folder, _ = submitted
+    manifest = Manifest.from_json((folder / "mergenet.json").read_bytes())
+    lie = dataclasses.replace(manifest, architecture_fingerprint="sha256:" + "0" * 64).to_json()
+    (folder / "mergenet.json").write_bytes(lie)
+    # re-sign every file honestly, so only the lie remains
+    resources = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.name != "model.sig"}
+    (folder / "model.sig").write_bytes(sign_files(Identity.load(home), folder.name, resources)[0])
+    res = cli("verify", folder)
+    assert res.code == 3 and "architecture" in one_line_error(res.err)
