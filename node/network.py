@@ -170,8 +170,9 @@ class Network:
         except grpc.RpcError as exc:
             log.info("gossip with %s failed: %s", addr, exc.code())
             return
-        for peer in reply.known:
-            self.peers.add(peer.grpc_addr, peer.key_id, peer.version, source="gossip")
+        learned = [self.peers.add(p.grpc_addr, p.key_id, p.version, source="gossip") for p in reply.known]
+        if any(learned):  # introduce ourselves to the newcomers now, not in a minute
+            self.announce_now.set()
 
 
 def _batches(ads: list[pb.ModelAd]) -> list[list[pb.ModelAd]]:

@@ -72,20 +72,22 @@ def test_sigkill_leaves_no_dht_child_or_p2pd(swarm, tmp_path):
     assert left == [], f"survived SIGKILL of the node: {[p.name() for p in left]}"
 
 
-def test_no_dht_node_joins_by_peers_gossip(swarm, families, tmp_path):
+def test_no_dht_nodes_find_each_other_by_gossip(swarm, families, tmp_path):
     from node.remote import list_remote
 
     _, experts = families["gpt2"]
     model_id, _ = submit_copy(experts[1], tmp_path / "A", tmp_path / "work")
     a = swarm.start(tmp_path / "A", "--no-dht")
     b = swarm.start(tmp_path / "B", "--no-dht", "--peers", a.addr)
-    assert b.dht_maddrs == []
+    c = swarm.start(tmp_path / "C", "--no-dht", "--peers", b.addr)  # two hops from the holder
+    assert c.dht_maddrs == []
     deadline = time.monotonic() + 20
     seen: list[dict] = []
     while time.monotonic() < deadline and not seen:
-        seen = [r for r in list_remote(b.addr) if r["id"] == model_id]
+        seen = [r for r in list_remote(c.addr) if r["id"] == model_id]
         time.sleep(0.2)
     assert seen and seen[0]["holders"] == [a.addr]
-    # B introduced itself to A by gossip, so A knows one peer.
-    info = json.loads(run_cli("node", "status", "--node", a.addr, "--json", home=tmp_path / "A").stdout)
-    assert info["peers"] == 1
+    # Gossip introduced everyone to everyone.
+    for node in (a, b, c):
+        info = json.loads(run_cli("node", "status", "--node", node.addr, "--json", home=node.home).stdout)
+        assert info["peers"] == 2, (node.addr, info)
