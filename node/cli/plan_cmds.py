@@ -143,9 +143,31 @@ def cmd_propose(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def fetch_status(ctx: Context, node: str | None, plan_id: str) -> dict[str, Any]:
+    """The plan as the local node sees it; while the merge runs, progress comes from the executor."""
     from protos import mergenet_pb2 as pb
 
-    return json.loads(_call(ctx, node, "Status", pb.PlanStatusRequest(plan_id=plan_id)).status_json)
+    doc = json.loads(_call(ctx, node, "Status", pb.PlanStatusRequest(plan_id=plan_id)).status_json)
+    if doc["executor"] and not doc["result"] and not doc["final"] and doc["executor"]["address"] != node:
+        remote = executor_status(doc["executor"]["address"], doc["plan_id"])
+        if remote and remote["state"] == "executing":
+            doc["state"], doc["progress"] = "executing", remote["progress"]
+    return doc
+
+
+def executor_status(addr: str, plan_id: str) -> dict[str, Any] | None:
+    """The executor's own view of a plan (best effort: None when it does not answer)."""
+    import grpc
+
+    from node.client import connect
+    from protos import mergenet_pb2 as pb
+    from protos import mergenet_pb2_grpc as pb_grpc
+
+    try:
+        with connect(addr) as ch:
+            reply = pb_grpc.PlansStub(ch).Status(pb.PlanStatusRequest(plan_id=plan_id), timeout=2)
+    except grpc.RpcError:
+        return None
+    return json.loads(reply.status_json)
 
 
 def wait_for(ctx: Context, node: str | None, plan_id: str, timeout: float) -> dict[str, Any]:

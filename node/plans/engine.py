@@ -221,6 +221,8 @@ class PlanEngine:
             return self._drop("consent", signed, f"not signed by the publisher of {c.model_id}")
 
         def change(r: PlanRecord) -> PlanRecord:
+            if r.commit is not None or r.final:  # once committed, a change of mind comes too late
+                return r
             r = replace(r, consents={**r.consents, c.model_id: signed})
             tally = rules.tally_consents(list(r.plan.consents_needed), {k: v.body for k, v in r.consents.items()})
             if not c.accept:
@@ -229,8 +231,7 @@ class PlanEngine:
                 return try_advance(r, BIDDING, "all publishers consented")
             return r
 
-        self.store.update(c.plan_id, change)
-        return True
+        return self.store.update(c.plan_id, change).consents.get(c.model_id) is signed
 
     def _on_bid(self, signed: Signed) -> bool:
         bid: Bid = signed.body

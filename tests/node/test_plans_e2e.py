@@ -121,6 +121,31 @@ def test_plan_from_propose_to_published(network, models, cli, tmp_path):
         reg.close()
     listed = cli("plan", "ls", "--node", gamma.addr, "--json", home_dir=gamma.home)
     assert plan_id in [d["plan_id"] for d in json.loads(listed.out)]
+    text = cli("plan", "status", plan_id, "--node", gamma.addr, home_dir=gamma.home).out
+    assert "state     published" in text and "attested  2/2" in text and merged in text
+    # The publisher changing its mind after the commit comes too late to matter.
+    late = cli("plan", "consent", plan_id, e2, "--reject", "--node", beta.addr, home_dir=beta.home)
+    assert late.code == 0
+    time.sleep(0.5)
+    assert status(gamma.addr, plan_id)["state"] == "published"
+
+
+def test_unknown_plans_and_bad_recipes_are_input_errors(network, cli, tmp_path):
+    _, _, _, gamma, _ = network
+    for args in (("status", "sha256:" + "0" * 64), ("consent", "abcd1234", "sha256:" + "1" * 64, "--accept")):
+        r = cli("plan", *args, "--node", gamma.addr, home_dir=gamma.home)
+        assert r.code == 2 and "matches no plan" in r.err, r.err
+    path = tmp_path / "bad.yaml"
+    path.write_text("merge_method: linear\nmodels:\n  - model: ./no-such-folder\n    parameters: {weight: 1.0}\n")
+    r = cli("plan", "propose", path, "--node", gamma.addr, home_dir=gamma.home)
+    assert r.code == 2 and "no-such-folder" in r.err
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(yaml.safe_dump({"merge_method": "linear", "models": [
+        {"model": "sha256:" + "2" * 64, "parameters": {"weight": 1.0}}]}))
+    r = cli("plan", "propose", unknown, "--node", gamma.addr, home_dir=gamma.home)
+    assert r.code == 2 and "2222" in r.err
+    r = cli("plan", "ls", "--node", "127.0.0.1:1", home_dir=gamma.home)
+    assert r.code == 1 and "no mergenet node answers" in r.err
 
 
 def test_closed_model_refused_at_propose(network, models, cli, tmp_path, model_copy):
