@@ -127,8 +127,9 @@ def encode_example(tok: Any, example: Example, max_length: int) -> Encoded:
     full_response = len(response)
     if tok.eos_token_id is not None:
         response.append(tok.eos_token_id)
-    # Keep at least half the budget for the response: the prompt loses its oldest tokens first.
-    prompt = prompt[-max(1, min(len(prompt), max_length - len(response), max_length // 2)):]
+    # The prompt may use whatever the response leaves, but never more than half the budget when the
+    # response needs it; it loses its oldest tokens first.
+    prompt = prompt[-max(1, min(len(prompt), max(max_length - len(response), max_length // 2))):]
     response = response[:max_length - len(prompt)]
     kept_text = min(len(response), full_response)
     # EOS counts as one character: it is text the model must predict, in every tokenizer alike.

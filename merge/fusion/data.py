@@ -60,6 +60,9 @@ def _parse_line(path: Path, number: int, line: str) -> Example:
         if not isinstance(record[field], str):
             raise MergeInputError(f"data file {path} line {number}: field '{field}' must be a string, "
                                   f"not {type(record[field]).__name__}")
+    if not record["response"].strip():
+        raise MergeInputError(f"data file {path} line {number}: field 'response' is empty; fusion learns from "
+                              "response tokens, so every example needs one")
     return Example(instruction=record["instruction"], response=record["response"])
 
 

@@ -27,7 +27,7 @@ from merge.fusion.fuse import Fused
 
 log = logging.getLogger(__name__)
 
-EVAL_SEQUENCES = 256  # before/after metrics look at this many sequences: cheap, and enough to see a trend
+EVAL_SEQUENCES = 128  # before/after metrics look at this many sequences: cheap, and enough to see a trend
 STATE_FILE = "state.json"
 
 

@@ -110,3 +110,27 @@ def test_cli_refuses_non_empty_output(cli, world, tmp_path):
     res = cli("fuse", _cli_recipe(tmp_path, world, data), "-o", out)
     assert res.code == 2 and "not empty" in res.err
     assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_empty_response_is_refused(tmp_path):
+    from merge.errors import MergeInputError
+
+    path = _write(tmp_path / "d.jsonl", json.dumps({"instruction": "a", "response": " "}) + "\n")
+    with pytest.raises(MergeInputError, match="line 1: field 'response' is empty"):
+        load_examples(path)
+
+
+def test_truncation_keeps_the_response_and_the_latest_prompt(world):
+    from merge.fusion.capture import encode_example, load_tokenizer
+
+    tok = load_tokenizer(world["target"])
+    long_prompt = Example(" ".join(["add 1 and 2"] * 40), "the sum is 3")
+    response = tok("the sum is 3", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    budget = 2 * len(response) + 2  # a short response: the prompt gets all it leaves
+    enc = encode_example(tok, long_prompt, max_length=budget)
+    assert enc.prompt_len == len(response) + 2 and list(enc.ids[enc.prompt_len:]) == response
+    assert enc.n_chars == len("the sum is 3") + 1
+    long_response = Example("add 1 and 2", " ".join(["the sum is 3"] * 40))
+    enc = encode_example(tok, long_response, max_length=16)
+    assert len(enc.ids) == 16 and enc.prompt_len == 8  # half the budget each
+    assert 0 < enc.n_chars < len(long_response.response)
