@@ -24,13 +24,11 @@ from typing import Any
 from registry.errors import BadModelError, NotFoundError, VerificationError
 from registry.fingerprints import architecture_fingerprint, tokenizer_fingerprint
 from registry.folder import (
-    IGNORE_PATHS,
     MANIFEST_FILE,
     SIGNATURE_FILE,
+    FolderScan,
     check_relpath,
-    is_ignored,
     is_pickle,
-    list_files,
     scan_folder,
 )
 from registry.hashing import FileDigest, ProgressFn, hash_files
@@ -39,12 +37,12 @@ from registry.identity import Identity
 from registry.index import Index, ModelRow
 from registry.manifest import KINDS, POLICIES, Manifest, validate_choice, validate_license
 from registry.records import ModelRecord, VerifiedModel
-from registry.safetensors_check import check_safetensors
-from registry.signing import declared_ignore_paths, parse_signed_resources, sign_files
+from registry.safetensors_check import SafetensorsInfo, check_safetensors
+from registry.signing import parse_signed_resources, sign_files
 from registry.statements import ATTESTATION_V1, VerifiedStatement, strip_sha256, verify_statement
 from registry.store import BlobStore
 from registry.trust import TrustList
-from registry.verify import verify_file_set
+from registry.verify import folder_file_set, read_signature, verify_file_set
 
 log = logging.getLogger(__name__)
 
@@ -109,20 +107,53 @@ class LocalRegistry:
         validate_choice(kind, KINDS, "kind")
         validate_choice(policy, POLICIES, "policy")
         validate_license(license)
-        tags = tuple(t.strip() for t in tags if t.strip())
+        scan, infos = self._validate_folder(root)
+        base_id = self._resolve_base(base)
+        ident = self.identity()
+        content = [f for f in scan.files if f != MANIFEST_FILE]
+        digests = self._hash_into_store(scan, content, infos, progress)
+
+        manifest = self._keep_created(root, Manifest(
+            kind=kind, name=name or root.resolve().name, model_type=scan.config["model_type"],
+            architecture_fingerprint=architecture_fingerprint(scan.config["model_type"], infos),
+            tokenizer_fingerprint=tokenizer_fingerprint(root),
+            tensors={w: digests[w].tensors for w in sorted(infos)},
+            publisher_key_id=ident.key_id, publisher_public_key=ident.public_pem.decode(),
+            created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), base_model=base_id,
+            tags=tuple(t.strip() for t in tags if t.strip()), license=license, policy=policy,
+            eval_scores={k: float(v) for k, v in (eval_scores or {}).items()},
+            provenance=dict(provenance) if provenance is not None else None, mergenet_version=mergenet_version(),
+        ))
+        manifest_bytes = manifest.to_json()
+        self.store.put_bytes(manifest_bytes)
+        files = {f: (digests[f].sha256, digests[f].size) for f in content}
+        files[MANIFEST_FILE] = (hashlib.sha256(manifest_bytes).hexdigest(), len(manifest_bytes))
+        sig_raw, root_hex = sign_files(ident, root.resolve().name, {f: sha for f, (sha, _) in files.items()})
+        _atomic_write(root / MANIFEST_FILE, manifest_bytes)
+        _atomic_write(root / SIGNATURE_FILE, sig_raw)
+        model_id = "sha256:" + root_hex
+        self._index(model_id, manifest, sig_raw, ident.key_id, files)
+        log.info("submitted %s as %s", root, model_id)
+        return self.get(model_id)
+
+    @staticmethod
+    def _validate_folder(root: Path) -> tuple[FolderScan, dict[str, SafetensorsInfo]]:
+        """Everything that can be wrong with the folder is found here, before any byte is written."""
         scan = scan_folder(root)
         if not os.access(root, os.W_OK):
             raise BadModelError(f"{root} is not writable; submit writes {MANIFEST_FILE} and {SIGNATURE_FILE} "
                                 "into it (copy the folder somewhere writable)")
         infos = {w: check_safetensors(scan.path(w), name=w) for w in scan.weights}
-        arch = architecture_fingerprint(scan.config["model_type"], infos)
-        tok = tokenizer_fingerprint(root)
-        base_id = self._resolve_base(base)
-        ident = self.identity()
+        architecture_fingerprint(scan.config["model_type"], infos)  # refuses a tensor duplicated across shards
+        tokenizer_fingerprint(root)  # refuses an unreadable tokenizer.json
+        return scan, infos
 
-        content = [f for f in scan.files if f != MANIFEST_FILE]
+    def _hash_into_store(self, scan: FolderScan, content: list[str], infos: Mapping[str, SafetensorsInfo],
+                         progress: ProgressFn | None) -> dict[str, FileDigest]:
+        """One read per file yields its digest, its tensor digests and its copy in the store."""
         ranges = {w: [(n, info.data_start + t.start, info.data_start + t.end) for n, t in info.tensors.items()]
                   for w, info in infos.items()}
+
         def store_while_hashing(_name: str, path: Path, rng, on_bytes) -> FileDigest:
             return self.store.put_hashed(path, rng, on_bytes=on_bytes)
 
@@ -131,30 +162,7 @@ class LocalRegistry:
         for w, info in infos.items():  # the bytes we hashed must be the ones whose header we checked
             if check_safetensors(self.store.path(digests[w].sha256), name=w) != info:
                 raise BadModelError(f"{w} changed while it was being submitted; submit again")
-
-        manifest = Manifest(
-            kind=kind, name=name or root.resolve().name, model_type=scan.config["model_type"],
-            architecture_fingerprint=arch, tokenizer_fingerprint=tok,
-            tensors={w: digests[w].tensors for w in sorted(infos)},
-            publisher_key_id=ident.key_id, publisher_public_key=ident.public_pem.decode(),
-            created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), base_model=base_id, tags=tags,
-            license=license, policy=policy, eval_scores={k: float(v) for k, v in (eval_scores or {}).items()},
-            provenance=dict(provenance) if provenance is not None else None, mergenet_version=mergenet_version(),
-        )
-        manifest = self._keep_created(root, manifest)
-        manifest_bytes = manifest.to_json()
-        self.store.put_bytes(manifest_bytes)
-        resources = {f: digests[f].sha256 for f in content}
-        resources[MANIFEST_FILE] = hashlib.sha256(manifest_bytes).hexdigest()
-        sig_raw, root_hex = sign_files(ident, root.resolve().name, resources)
-        _atomic_write(root / MANIFEST_FILE, manifest_bytes)
-        _atomic_write(root / SIGNATURE_FILE, sig_raw)
-        files = {f: (digests[f].sha256, digests[f].size) for f in content}
-        files[MANIFEST_FILE] = (resources[MANIFEST_FILE], len(manifest_bytes))
-        model_id = "sha256:" + root_hex
-        self._index(model_id, manifest, sig_raw, ident.key_id, files)
-        log.info("submitted %s as %s", root, model_id)
-        return self.get(model_id)
+        return digests
 
     def _keep_created(self, root: Path, manifest: Manifest) -> Manifest:
         """Re-submitting an unchanged folder keeps its old timestamp, hence its id."""
@@ -193,8 +201,7 @@ class LocalRegistry:
         """Verify a folder (if the path exists) or a stored model by id; VerificationError on failure."""
         path = Path(id_or_dir)
         if path.exists():
-            paths, sig_raw, source = self._folder_paths(path), self._read_sig(path), str(path)
-            paths = self._signed_view(path, paths, sig_raw)
+            (paths, sig_raw), source = folder_file_set(path), str(path)
         else:
             model_id = self.index.resolve(str(id_or_dir))
             row = self.index.get(model_id)
@@ -208,31 +215,6 @@ class LocalRegistry:
                                     "(`mergenet trust add KEY`)")
         return VerifiedModel(id=signed.model_id, signer=signed.key_id, manifest=manifest,
                              files=dict(signed.resources), source=source, trusted=trusted)
-
-    @staticmethod
-    def _read_sig(folder: Path) -> bytes:
-        try:
-            return (folder / SIGNATURE_FILE).read_bytes()
-        except FileNotFoundError:
-            raise VerificationError(f"{folder} has no {SIGNATURE_FILE}; it is not a signed model "
-                                    "(run `mergenet submit` on it)") from None
-        except IsADirectoryError:
-            raise VerificationError(f"{folder / SIGNATURE_FILE} is not a file") from None
-
-    @staticmethod
-    def _folder_paths(folder: Path) -> dict[str, Path]:
-        if not folder.is_dir():
-            raise BadModelError(f"{folder} is not a folder or a model id")
-        try:
-            return {rel: folder.joinpath(*rel.split("/")) for rel in list_files(folder, refuse_pickles=False)}
-        except BadModelError as exc:
-            raise VerificationError(str(exc)) from None
-
-    @staticmethod
-    def _signed_view(folder: Path, paths: dict[str, Path], sig_raw: bytes) -> dict[str, Path]:
-        """Honour extra ignore paths a signer declared (model-signing lets signers add some)."""
-        extra = tuple(p for p in declared_ignore_paths(sig_raw) if p not in IGNORE_PATHS)
-        return {r: p for r, p in paths.items() if not is_ignored(r, extra)} if extra else paths
 
     # ---- read -----------------------------------------------------------------------------
     def get(self, id_or_prefix: str) -> ModelRecord:
@@ -283,7 +265,7 @@ class LocalRegistry:
         folder = Path(folder)
         verified = self.verify(folder, signer=signer, progress=progress)
         paths = {rel: folder.joinpath(*rel.split("/")) for rel in verified.files}
-        return self._register_verified(verified, self._read_sig(folder), paths)
+        return self._register_verified(verified, read_signature(folder), paths)
 
     def ingest_from_store(self, signature: bytes, files: Iterable[str] | Mapping[str, Any],
                           signer: str | None = None) -> ModelRecord:

@@ -16,12 +16,12 @@ from pathlib import Path
 
 from registry.errors import BadModelError, VerificationError
 from registry.fingerprints import architecture_fingerprint
-from registry.folder import MANIFEST_FILE, WEIGHT_SUFFIX
+from registry.folder import IGNORE_PATHS, MANIFEST_FILE, SIGNATURE_FILE, WEIGHT_SUFFIX, list_files
 from registry.hashing import ProgressFn, TensorRange, hash_files
 from registry.identity import key_id_of, matches_key_id
 from registry.manifest import Manifest
 from registry.safetensors_check import check_safetensors
-from registry.signing import SignedFiles, signer_hint, verify_model_sig
+from registry.signing import SignedFiles, declared_ignore_paths, signer_hint, verify_model_sig
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,34 @@ def _manifest_from(path: Path | None) -> tuple[Manifest | None, str | None]:
         return None, f"{MANIFEST_FILE} is missing"
     except BadModelError as exc:
         return None, str(exc)
+
+
+def read_signature(folder: Path) -> bytes:
+    try:
+        return (folder / SIGNATURE_FILE).read_bytes()
+    except FileNotFoundError:
+        raise VerificationError(f"{folder} has no {SIGNATURE_FILE}; it is not a signed model "
+                                "(run `mergenet submit` on it)") from None
+    except IsADirectoryError:
+        raise VerificationError(f"{folder / SIGNATURE_FILE} is not a file") from None
+
+
+def folder_file_set(folder: Path) -> tuple[dict[str, Path], bytes]:
+    """({relative path: path} of every file a signature must cover, model.sig bytes) of a folder.
+
+    Honours extra ignore paths the signer declared (model-signing lets signers add some); if
+    they were altered, the signature check fails later. Pickles are listed, not refused, so an
+    added one is reported as an unsigned extra file.
+    """
+    if not folder.is_dir():
+        raise BadModelError(f"{folder} is not a folder or a model id")
+    sig_raw = read_signature(folder)
+    extra = tuple(p for p in declared_ignore_paths(sig_raw) if p not in IGNORE_PATHS)
+    try:
+        rels = list_files(folder, ignore=IGNORE_PATHS + extra, refuse_pickles=False)
+    except BadModelError as exc:
+        raise VerificationError(str(exc)) from None
+    return {rel: folder.joinpath(*rel.split("/")) for rel in rels}, sig_raw
 
 
 def verify_file_set(paths: Mapping[str, Path], sig_raw: bytes, *, signer: str | None = None,
