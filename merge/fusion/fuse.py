@@ -47,20 +47,17 @@ class Fused:
 
 
 def fuse(projections: Sequence[Projected], weights: torch.Tensor, row_seq: torch.Tensor) -> Fused:
-    """Mix the candidates' rows with their sequence's weights; candidates whose weight is zero
-    everywhere (always the case for all but one under min_ce) are left out to keep rows narrow."""
+    """Mix the candidates' rows with their sequence's weights (rows of candidates side by side)."""
     used = [m for m in range(len(projections)) if bool((weights[:, m] > 0).any())]
-    ids, probs = [], []
-    for m in used:
-        ids.append(projections[m].ids)
-        probs.append(projections[m].probs * weights[row_seq, m].to(torch.float32)[:, None])
-    fused_ids, fused_probs = torch.cat(ids, dim=1), torch.cat(probs, dim=1)
+    fused_ids = torch.cat([projections[m].ids for m in used], dim=1)
+    fused_probs = torch.cat([projections[m].probs * weights[row_seq, m].to(torch.float32)[:, None] for m in used],
+                            dim=1)
     if len(used) > 1:
-        # Columns that carry no mass in any row (a candidate unused by every sequence) are dropped;
-        # under min_ce each row keeps only its chosen candidate's k columns.
+        # Keep rows narrow: move each row's non-zero entries first and cut at the widest row, so under
+        # min_ce a row holds only its chosen candidate's k entries.
         keep = fused_probs > 0
-        width = int(keep.sum(dim=1).max()) if fused_probs.numel() else 0
-        order = torch.argsort(keep.to(torch.int8), dim=1, descending=True, stable=True)[:, :max(width, 1)]
+        width = max(int(keep.sum(dim=1).max()), 1) if fused_probs.numel() else 1
+        order = torch.argsort(keep.to(torch.int8), dim=1, descending=True, stable=True)[:, :width]
         fused_ids, fused_probs = fused_ids.gather(1, order), fused_probs.gather(1, order)
     fused_probs = fused_probs / fused_probs.sum(dim=1, keepdim=True).clamp(min=1e-12)
     return Fused(ids=fused_ids, probs=fused_probs, weights=weights)

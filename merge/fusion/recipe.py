@@ -61,7 +61,10 @@ class FusionRecipe:
 
     def with_models(self, mapping: Mapping[str, str | Path]) -> FusionRecipe:
         """The same recipe with model references replaced (refs missing from `mapping` stay)."""
-        sub = lambda ref: str(mapping.get(ref, ref))  # noqa: E731
+
+        def sub(ref: str) -> str:
+            return str(mapping.get(ref, ref))
+
         return dataclasses.replace(self, target=sub(self.target), sources=tuple(sub(s) for s in self.sources))
 
     def to_dict(self) -> dict[str, Any]:
