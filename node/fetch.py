@@ -49,8 +49,10 @@ def _cancel_when_stalled(stream: grpc.Future, deadline: list[float], done: threa
 
 class BlobFetcher:
     def __init__(self, store: BlobStore, holders: list[str], peers: PeerTable,
-                 progress: ProgressFn | None = None, stall_timeout_s: float = STALL_TIMEOUT_S) -> None:
+                 progress: ProgressFn | None = None, stall_timeout_s: float = STALL_TIMEOUT_S,
+                 on_blob: Callable[[str], None] | None = None) -> None:
         self.store = store
+        self.on_blob = on_blob  # called (in a worker thread) with each digest once it is in the store
         self.stall_timeout_s = stall_timeout_s
         self.holders = holders
         self.peers = peers
@@ -102,6 +104,8 @@ class BlobFetcher:
                 if addr not in self.sources:
                     self.sources.append(addr)
             self._report()
+            if self.on_blob is not None:
+                self.on_blob(digest)
             return
         summary = "; ".join(failures) or "no holders"
         if failures and all(f.endswith(TAMPERED) for f in failures):

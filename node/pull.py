@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -141,12 +142,18 @@ def pull_from_network(registry: LocalRegistry, model_id: str, out_dir: Path | No
     _refuse_existing(out_dir)
     store = registry.store
     store.put_bytes(ad.ad.manifest)  # verified with the ad already
-    fetcher = BlobFetcher(store, [first, *[h for h in holders if h != first]], peers, progress, stall_timeout_s)
-    fetcher.fetch_all({digest: ad.size_of(rel) for rel, digest in ad.resources.items()})
-    # The registry re-verifies the signature and every blob before indexing: from now on this
-    # node holds the model and advertises it.
-    registry.ingest_from_store(ad.ad.signature, list(ad.resources))
-    place_folder(store, ad, out_dir)
+    staging = Staging(store, ad, out_dir)
+    try:
+        fetcher = BlobFetcher(store, [first, *[h for h in holders if h != first]], peers, progress,
+                              stall_timeout_s, on_blob=staging.place)
+        fetcher.fetch_all({digest: ad.size_of(rel) for rel, digest in ad.resources.items()})
+        # The registry re-verifies the signature and every blob before indexing: from now on
+        # this node holds the model and advertises it. Only then does the folder appear.
+        registry.ingest_from_store(ad.ad.signature, list(ad.resources))
+        staging.commit()
+    except BaseException:
+        staging.abort()
+        raise
     return PullResult(model_id, out_dir, tuple(fetcher.sources), fetcher.fetched)
 
 
@@ -178,17 +185,52 @@ def copy_blob(src: Path, dest: Path) -> None:
         raise OSError(f"short copy of {src} to {dest}")
 
 
-def place_folder(store: BlobStore, ad: VerifiedAd, out_dir: Path) -> None:
-    """Copy verified blobs into a hidden sibling folder, then rename it to `out_dir` (atomic)."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.parent / f".{out_dir.name}.pulling-{os.getpid()}-{int(time.time())}"
-    try:
-        for rel, digest in ad.resources.items():
-            dest = staging / rel
+class Staging:
+    """The hidden folder a pull fills next to `out_dir`; `commit` renames it into place (atomic).
+
+    `place(digest)` copies a verified blob in as soon as it is in the store (called from the
+    fetch workers, so copying overlaps with streaming the other blobs).
+    """
+
+    def __init__(self, store: BlobStore, ad: VerifiedAd, out_dir: Path) -> None:
+        self.store = store
+        self.ad = ad
+        self.out_dir = out_dir
+        self.path = out_dir.parent / f".{out_dir.name}.pulling-{os.getpid()}-{int(time.time())}"
+        self._placed: set[str] = set()
+        self._lock = threading.Lock()
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._sweep_abandoned()
+        self.path.mkdir()
+
+    def _sweep_abandoned(self) -> None:
+        """Remove staging folders of earlier pulls into the same folder whose process is gone."""
+        for old in self.out_dir.parent.glob(f".{self.out_dir.name}.pulling-*"):
+            pid = old.name.rsplit(".pulling-", 1)[1].split("-")[0]
+            try:
+                os.kill(int(pid), 0)
+            except (ValueError, ProcessLookupError):
+                shutil.rmtree(old, ignore_errors=True)
+            except PermissionError:  # someone else's live process
+                continue
+
+    def place(self, digest: str) -> None:
+        for rel, d in self.ad.resources.items():
+            if d != digest:
+                continue
+            with self._lock:
+                if rel in self._placed:
+                    continue
+                self._placed.add(rel)
+            dest = self.path / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
-            copy_blob(store.path(digest), dest)
-        (staging / SIGNATURE_NAME).write_bytes(ad.ad.signature)
-        os.rename(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            copy_blob(self.store.path(digest), dest)
+
+    def commit(self) -> None:
+        for digest in set(self.ad.resources.values()):
+            self.place(digest)  # blobs that were in the store before this pull
+        (self.path / SIGNATURE_NAME).write_bytes(self.ad.ad.signature)
+        os.rename(self.path, self.out_dir)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)

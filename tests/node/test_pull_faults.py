@@ -95,6 +95,7 @@ def test_puller_killed_and_restarted_resumes_from_partial_file(swarm, holder_hom
     fetched = json.loads(res.stdout)["bytes_fetched"]
     assert fetched <= fetchable_bytes(folder) - kept
     assert folder_bytes(out) == folder_bytes(folder)
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".out.pulling-")] == []
 
 
 def test_tampering_holder_is_caught_and_abandoned(swarm, holder_home, tmp_path):
