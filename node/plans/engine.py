@@ -28,7 +28,6 @@ from node.plans.model import (
     Bid,
     Commit,
     Consent,
-    Member,
     Plan,
     PlanInput,
     Requirements,
@@ -68,6 +67,7 @@ class PlanEngine:
         self._lock = threading.Lock()
         self._seen: dict[str, None] = {}  # insertion-ordered, so the oldest can be dropped
         self._pending: dict[str, list[tuple[str, Signed]]] = {}
+        self._checked: dict[str, float] = {}  # plan id → when its executor was last checked
 
     # ---- local entry points ------------------------------------------------------------------
 
@@ -102,8 +102,12 @@ class PlanEngine:
             if rules.is_expired(record.plan, now):
                 self.store.update(record.plan_id, lambda r: try_advance(r, EXPIRED, "the plan's expiry passed"))
                 continue
-            if record.plan.proposer == self.me and record.state == BIDDING and record.commit is None:
+            if record.plan.proposer != self.me:
+                continue
+            if record.state == BIDDING and record.commit is None:
                 self._maybe_commit(record, now)
+            elif record.commit is not None and record.result is None:
+                self._maybe_replace_executor(record, now)
 
     def resume(self) -> None:
         """After a restart: re-run this node's unfinished execution and verification jobs."""
@@ -196,16 +200,10 @@ class PlanEngine:
         """Consent for our own models, and bid to execute."""
         for model_id in plan.model_ids():
             info = self.resolver.local_info(model_id)
-            if info is None or info.publisher != self.me:
-                continue
-            if info.policy == "closed":
-                self._emit(Consent(plan.plan_id, model_id, False, "the model's merge policy is closed"))
-            elif info.policy == "consent" and model_id not in plan.consents_needed:
-                self._emit(Consent(plan.plan_id, model_id, False, "the plan omits the consent this model requires"))
-            elif model_id in plan.consents_needed and self.config.consent_policy != "manual":
-                accept = self.config.consent_policy == "accept"
-                self._emit(Consent(plan.plan_id, model_id, accept,
-                                   "" if accept else "this node's consent policy is reject"))
+            if info is not None and info.publisher == self.me:
+                answer = rules.consent_answer(plan, info, self.config.consent_policy)
+                if answer is not None:
+                    self._emit(answer)
         bid = self.jobs.bid(plan, self.config.address)
         if bid is not None:
             self._emit(bid)
@@ -242,16 +240,34 @@ class PlanEngine:
         plan = record.plan
         if now < plan.created + self.config.bid_window_s:
             return
-        bids = {k: s.body for k, s in record.bids.items()}
-        chosen = rules.choose_executor(bids, plan.requirements)
-        k = plan.verification.verifiers
-        verifiers = rules.choose_verifiers(plan.plan_id, bids, chosen[0], k) if chosen else ()
-        if chosen and len(verifiers) >= k:
-            self._emit(Commit(plan.plan_id, Member(chosen[0], chosen[1].address), verifiers))
+        commit = rules.make_commit(plan, {k: s.body for k, s in record.bids.items()})
+        if commit is not None:
+            self._emit(commit)
         elif now >= plan.created + self.config.bid_deadline_s:
-            why = (f"not enough bidders: {len(bids)} bid, {'none meets the requirements' if not chosen else ''}"
-                   f" the plan needs an executor and {k} verifiers")
-            self.store.update(plan.plan_id, lambda r: try_advance(r, FAILED, " ".join(why.split())))
+            why = (f"not enough suitable bidders: {len(record.bids)} bid; the plan needs an executor that meets "
+                   f"its requirements and {plan.verification.verifiers} verifiers")
+            self.store.update(plan.plan_id, lambda r: try_advance(r, FAILED, why))
+
+    def _maybe_replace_executor(self, record: PlanRecord, now: float) -> None:
+        """Replace a committed executor that stopped answering (the node died) by the next best
+        bidder, with a commit of a higher round; its late result, if any, is then ignored."""
+        current: Commit = record.commit.body  # type: ignore[union-attr]
+        if now - record.committed_at < self.config.executor_grace_s or \
+                now - self._checked.get(record.plan_id, 0.0) < self.config.executor_check_s:
+            return
+        self._checked[record.plan_id] = now
+        if self.transport.alive(current.executor.address):
+            return
+        gone = {*record.replaced, current.executor.key_id}
+        bids = {key: s.body for key, s in record.bids.items() if key not in gone}
+        commit = rules.make_commit(record.plan, bids, current.round + 1)
+        if commit is not None:
+            log.warning("plan %s: executor %s stopped answering; replacing it", record.plan_id,
+                        current.executor.address)
+            self._emit(commit)
+        else:
+            why = f"executor at {current.executor.address} stopped answering and no other node can take over"
+            self.store.update(record.plan_id, lambda r: try_advance(r, FAILED, why))
 
     def _on_commit(self, signed: Signed) -> bool:
         commit: Commit = signed.body
@@ -263,8 +279,19 @@ class PlanEngine:
             return self._drop("commit", signed, "names too few verifiers, or the executor as its own verifier")
         why = f"executor {commit.executor.key_id[:12]}… at {commit.executor.address}"
 
-        def change(r: PlanRecord) -> PlanRecord:  # the first commit wins, even if two race in
-            return r if r.commit is not None else try_advance(replace(r, commit=signed), COMMITTED, why)
+        def change(r: PlanRecord) -> PlanRecord:
+            # The first commit of a round wins, even if two race in; a higher round replaces an
+            # executor that never reported.
+            current = r.commit.body if r.commit else None
+            if current is not None and (commit.round <= current.round or r.result is not None or r.final):
+                return r
+            now = time.time()
+            r = replace(r, commit=signed, committed_at=now,
+                        replaced=(*r.replaced, current.executor.key_id) if current else r.replaced)
+            if current is None:
+                return try_advance(r, COMMITTED, why)
+            reason = f"round {commit.round}: {why} replaces {current.executor.address}"
+            return replace(r, reason=reason, history=(*r.history, (r.state, now, reason)))
 
         if self.store.update(commit.plan_id, change).commit is not signed:
             return False

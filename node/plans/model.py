@@ -218,15 +218,17 @@ class Member:
 
 @dataclass(frozen=True)
 class Commit:
-    """The proposer's binding choice of executor and verifiers."""
+    """The proposer's binding choice of executor and verifiers. A later `round` replaces an
+    executor that stopped answering before it reported a result."""
 
     plan_id: str
     executor: Member
     verifiers: tuple[Member, ...]
+    round: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"plan_id": self.plan_id, "executor": asdict(self.executor),
-                "verifiers": [asdict(v) for v in self.verifiers]}
+                "verifiers": [asdict(v) for v in self.verifiers], "round": self.round}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Commit:
@@ -235,8 +237,11 @@ class Commit:
         def member(d: Any) -> Member:
             return Member(_req(d, "key_id", str, w), _req(d, "address", str, w))
 
+        rnd = _req(data, "round", int, w) if "round" in data else 0
+        if rnd < 0:
+            raise PlanInputError("commit: round must not be negative")
         return cls(_check_id(_req(data, "plan_id", str, w), w), member(_req(data, "executor", dict, w)),
-                   tuple(member(v) for v in _req(data, "verifiers", list, w)))
+                   tuple(member(v) for v in _req(data, "verifiers", list, w)), rnd)
 
 
 @dataclass(frozen=True)

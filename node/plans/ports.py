@@ -24,10 +24,16 @@ CONSENT_POLICIES = ("accept", "reject", "manual")
 # answer is considered; and gives up when too few nodes bid for this long.
 BID_WINDOW_S = 1.5
 BID_DEADLINE_S = 60.0
+# A committed executor that has not reported gets this long before the proposer checks on it,
+# then is asked whether it is alive every EXECUTOR_CHECK_S; a dead one is replaced.
+EXECUTOR_GRACE_S = 10.0
+EXECUTOR_CHECK_S = 5.0
 
 
 class Transport(Protocol):
     def broadcast(self, kind: str, bundle: Mapping[str, Any], exclude: str | None = None) -> None: ...
+
+    def alive(self, address: str) -> bool: ...
 
 
 class Resolver(Protocol):
@@ -57,6 +63,8 @@ class EngineConfig:
     consent_policy: str = "accept"
     bid_window_s: float = BID_WINDOW_S
     bid_deadline_s: float = BID_DEADLINE_S
+    executor_grace_s: float = EXECUTOR_GRACE_S
+    executor_check_s: float = EXECUTOR_CHECK_S
 
     def __post_init__(self) -> None:
         if self.consent_policy not in CONSENT_POLICIES:

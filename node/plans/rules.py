@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from node.plans.errors import PolicyError
-from node.plans.model import Bid, Consent, Member, Plan, Requirements
+from node.plans.model import Bid, Commit, Consent, Member, Plan, Requirements
 
 POLICIES = ("open", "consent", "closed")
 NO_LICENSE = "NOASSERTION"
@@ -45,6 +45,19 @@ def check_policies(infos: Iterable[InputInfo]) -> list[str]:
         if info.policy == "consent":
             needs.append(info.model_id)
     return needs
+
+
+def consent_answer(plan: Plan, info: InputInfo, node_policy: str) -> Consent | None:
+    """What the publisher of input `info` answers to `plan` under its node's consent policy
+    (`accept`, `reject` or `manual`: None, the user decides with `plan consent`)."""
+    if info.policy == "closed":
+        return Consent(plan.plan_id, info.model_id, False, "the model's merge policy is closed")
+    if info.policy == "consent" and info.model_id not in plan.consents_needed:
+        return Consent(plan.plan_id, info.model_id, False, "the plan omits the consent this model requires")
+    if info.model_id not in plan.consents_needed or node_policy == "manual":
+        return None
+    accept = node_policy == "accept"
+    return Consent(plan.plan_id, info.model_id, accept, "" if accept else "this node's consent policy is reject")
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,18 @@ def choose_verifiers(plan_id: str, bids: Mapping[str, Bid], executor: str, k: in
     others = sorted((key for key in bids if key != executor),
                     key=lambda key: hashlib.sha256(f"{plan_id}|{key}".encode()).hexdigest())
     return tuple(Member(key, bids[key].address) for key in others[:k])
+
+
+def make_commit(plan: Plan, bids: Mapping[str, Bid], round: int = 0) -> Commit | None:
+    """The commit a proposer makes from these bids, or None while they do not yet provide an
+    executor meeting the requirements plus k other nodes to verify."""
+    chosen = choose_executor(bids, plan.requirements)
+    if chosen is None:
+        return None
+    verifiers = choose_verifiers(plan.plan_id, bids, chosen[0], plan.verification.verifiers)
+    if len(verifiers) < plan.verification.verifiers:
+        return None
+    return Commit(plan.plan_id, Member(chosen[0], chosen[1].address), verifiers, round)
 
 
 def capacity_score(memory_bytes: int, gpu: bool, cpus: int, busy_jobs: int) -> float:

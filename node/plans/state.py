@@ -75,6 +75,8 @@ class PlanRecord:
     consents: Mapping[str, Signed] = field(default_factory=dict, hash=False)
     bids: Mapping[str, Signed] = field(default_factory=dict, hash=False)
     commit: Signed | None = None
+    committed_at: float = 0.0
+    replaced: tuple[str, ...] = ()  # executors that stopped answering and were replaced
     result: Signed | None = None
     attestations: Mapping[str, Signed] = field(default_factory=dict, hash=False)
     progress: tuple[int, int] = (0, 0)
@@ -104,6 +106,7 @@ class PlanRecord:
             "reason": self.reason, "history": [list(h) for h in self.history],
             "needed_consents": list(self.needed_consents), "consents": many(self.consents),
             "bids": many(self.bids), "commit": self.commit.to_json() if self.commit else None,
+            "committed_at": self.committed_at, "replaced": list(self.replaced),
             "result": self.result.to_json() if self.result else None,
             "attestations": many(self.attestations), "progress": list(self.progress),
         }
@@ -119,6 +122,7 @@ class PlanRecord:
             needed_consents=tuple(data["needed_consents"]), consents=many("consent", data["consents"]),
             bids=many("bid", data["bids"]),
             commit=Signed.from_json("commit", data["commit"]) if data["commit"] else None,
+            committed_at=float(data.get("committed_at", 0.0)), replaced=tuple(data.get("replaced", ())),
             result=Signed.from_json("result", data["result"]) if data["result"] else None,
             attestations=many("attestation", data["attestations"]), progress=tuple(data["progress"]),
         )

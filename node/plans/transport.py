@@ -56,6 +56,20 @@ class GrpcTransport:
         except grpc.RpcError as exc:
             log.info("could not send a %s to %s: %s", kind, addr, exc.code())
 
+    def alive(self, address: str) -> bool:
+        """Whether the node at `address` answers a gRPC health check."""
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        from node.client import connect
+
+        try:
+            with connect(address) as ch:
+                reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=SEND_TIMEOUT_S)
+        except grpc.RpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 

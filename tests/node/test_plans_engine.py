@@ -8,6 +8,7 @@ import base64
 import copy
 import json
 import logging
+import time
 
 import pytest
 
@@ -30,6 +31,7 @@ class Hub:
     def __init__(self) -> None:
         self.engines: dict[str, PlanEngine] = {}
         self.delivered: list[str] = []
+        self.dead: set[str] = set()  # nodes that stopped answering
 
     def transport(self, address: str):
         hub = self
@@ -37,9 +39,12 @@ class Hub:
         class _T:
             def broadcast(self, kind, bundle, exclude=None):
                 for addr, engine in list(hub.engines.items()):
-                    if addr not in (address, exclude):
+                    if addr not in (address, exclude, *hub.dead):
                         hub.delivered.append(kind)
                         engine.receive(kind, copy.deepcopy(dict(bundle)), sender=address)
+
+            def alive(self, addr):
+                return addr in hub.engines and addr not in hub.dead
 
         return _T()
 
@@ -53,9 +58,10 @@ class Jobs:
         self.verified: list[str] = []
         self.indexed: list[str] = []
         self.deferred: list | None = None  # a list: jobs wait there until the test runs them
+        self.score = 1.0
 
     def bid(self, plan, address):
-        return Bid(plan.plan_id, address, 2**30, False, 1.0, "cpu")
+        return Bid(plan.plan_id, address, 2**30, False, self.score, "cpu")
 
     def execute(self, record, progress):
         self.executed.append(record.plan_id)
@@ -244,3 +250,47 @@ def test_commit_must_name_enough_verifiers_and_first_commit_wins(net):
     assert not engines[0].receive("commit", sign(ids[2], other))  # a second, different commit is ignored
     assert engines[0].store.get(pid).commit.body == good
     assert len(jobs[0].deferred) == 1  # exactly one merge queued, on the first commit's executor
+
+
+def test_dead_executor_is_replaced_and_its_late_result_ignored(net):
+    build, ids, _, hub = net
+    engines, jobs = build()
+    for j in jobs:
+        j.deferred = []
+    jobs[2].score = 0.5  # the proposer bids lowest: it verifies, and stays alive to replace the executor
+    rec = engines[2].propose(RECIPE, INPUTS, verification=VerificationPolicy(verifiers=1))
+    engines[2].tick(now=rec.plan.created + 2)
+    first = engines[2].store.get(rec.plan_id).commit.body
+    dead = next(i for i, ident in enumerate(ids) if ident.key_id == first.executor.key_id)
+    assert dead != 2
+    hub.dead.add(f"node{dead}:1")
+    for i, j in enumerate(jobs):
+        if i != dead:
+            j.deferred = None  # the living nodes work at once from now on
+    engines[2].tick(now=time.time() + 5)  # within the grace period: nothing happens
+    assert engines[2].store.get(rec.plan_id).commit.body == first
+    engines[2].tick(now=time.time() + 11)
+    r = engines[2].store.get(rec.plan_id)
+    second = r.commit.body
+    assert second.round == 1 and second.executor.key_id != first.executor.key_id
+    assert first.executor.key_id not in {v.key_id for v in second.verifiers}
+    assert r.replaced == (first.executor.key_id,)
+    assert r.state == PUBLISHED, r.reason
+    assert r.result.signer == second.executor.key_id
+    hub.dead.clear()
+    jobs[dead].deferred.pop(0)()  # the old executor wakes up and reports: too late, not its plan any more
+    assert engines[2].store.get(rec.plan_id).result.signer == second.executor.key_id
+
+
+def test_dead_executor_without_replacement_fails(net):
+    build, ids, _, hub = net
+    engines, jobs = build()
+    for j in jobs:
+        j.deferred = []
+    rec = engines[2].propose(RECIPE, INPUTS)  # k=2: the two other nodes are all there is
+    engines[2].tick(now=rec.plan.created + 2)
+    first = engines[2].store.get(rec.plan_id).commit.body
+    hub.dead.add(next(f"node{i}:1" for i, ident in enumerate(ids) if ident.key_id == first.executor.key_id))
+    engines[2].tick(now=time.time() + 11)
+    r = engines[2].store.get(rec.plan_id)
+    assert (r.state, r.commit.body) == (FAILED, first) and "no other node can take over" in r.reason

@@ -147,3 +147,25 @@ def test_store_persists_across_restart(tmp_path):
     assert len(files) == 1 and json.loads(files[0].read_text())["state"] == COMMITTED
     (tmp_path / "plans" / "junk.json").write_text("{not json")
     assert len(PlanStore(tmp_path / "plans").list()) == 1  # a damaged file does not stop the node
+
+
+def test_consent_answers():
+    plan = Plan.new(proposer="k", proposer_address="h:1", inputs=[PlanInput(A, "base"), PlanInput(B, "expert")],
+                    recipe={}, license="MIT", consents_needed={B: "pub"})
+    assert rules.consent_answer(plan, info(A, "open"), "accept") is None  # open models need no answer
+    assert rules.consent_answer(plan, info(B, "consent"), "accept").accept
+    assert rules.consent_answer(plan, info(B, "consent"), "manual") is None
+    refused = rules.consent_answer(plan, info(B, "consent"), "reject")
+    assert not refused.accept and "reject" in refused.reason
+    omitted = rules.consent_answer(plan, info(A, "consent"), "accept")
+    assert not omitted.accept and "omits" in omitted.reason
+    assert not rules.consent_answer(plan, info(A, "closed"), "accept").accept
+
+
+def test_make_commit():
+    plan = Plan.new(proposer="k", proposer_address="h:1", inputs=[PlanInput(A, "base")], recipe={}, license="MIT")
+    bids = {"k1": bid(3.0, addr="h:1"), "k2": bid(2.0, addr="h:2")}
+    assert rules.make_commit(plan, bids) is None  # k=2 verifiers need three bidders
+    commit = rules.make_commit(plan, {**bids, "k3": bid(1.0, addr="h:3")}, round=2)
+    assert commit.executor.key_id == "k1" and {v.key_id for v in commit.verifiers} == {"k2", "k3"}
+    assert commit.round == 2 and commit.plan_id == plan.plan_id
