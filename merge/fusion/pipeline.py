@@ -70,10 +70,17 @@ def resolve_device(requested: str, recipe_device: str) -> str:
     return choice
 
 
+def default_work_dir(out_dir: Path) -> Path:
+    """Where step outputs go when no work dir is given: next to the output, so a rerun of the same
+    command after a crash finds them; removed once the output exists."""
+    out_dir = Path(out_dir).resolve()
+    return out_dir.parent / f".{out_dir.name}.fusion-work"
+
+
 def run_fusion(recipe: FusionRecipe | Mapping[str, Any] | str | Path, out_dir: Path, *, device: str = "auto",
                work_dir: Path | None = None, progress: Progress | None = None) -> FusionResult:
-    """Run a whole fusion. `work_dir` keeps step outputs for restarts (default: a hidden folder next
-    to `out_dir`, removed after success; an explicit one is kept)."""
+    """Run a whole fusion. `work_dir` keeps step outputs for restarts (default: `default_work_dir`,
+    removed after success; an explicit one is kept)."""
     recipe = recipe if isinstance(recipe, FusionRecipe) else load_recipe(recipe)
     out_dir = Path(out_dir).resolve()
     _check_inputs(recipe, out_dir)
@@ -81,7 +88,7 @@ def run_fusion(recipe: FusionRecipe | Mapping[str, Any] | str | Path, out_dir: P
     examples = load_examples(Path(recipe.data))
     digest = file_sha256(Path(recipe.data))
     keep_work = work_dir is not None
-    work = Path(work_dir) if work_dir is not None else out_dir.parent / f".{out_dir.name}.fusion-work"
+    work = Path(work_dir) if work_dir is not None else default_work_dir(out_dir)
     work.mkdir(parents=True, exist_ok=True)
     models = [Path(recipe.target), *(Path(s) for s in recipe.sources)]
     n = len(examples)
@@ -163,6 +170,12 @@ def _check_inputs(recipe: FusionRecipe, out_dir: Path) -> None:
             raise MergeInputError(f"model {ref} is a registry id; materialize it to a folder first "
                                   "(mergenet fuse does this for ids in the local registry)")
         cap_mod.check_model_dir(Path(ref))
+    check_out_dir(out_dir)
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """The output must not exist yet, or be an empty folder: a fusion never overwrites anything."""
+    out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise MergeInputError(f"output folder {out_dir} already exists and is not empty; choose a new -o path")
 

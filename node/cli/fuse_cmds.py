@@ -7,8 +7,6 @@ and registers the output as a merged model whose provenance names the target and
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,27 +34,18 @@ def run_fuse(args: argparse.Namespace, ctx: Context) -> int:
     from transformers.utils import logging as hf_logging
 
     from merge.fusion import load_recipe, run_fusion
+    from merge.fusion.pipeline import check_out_dir, default_work_dir
 
     hf_logging.disable_progress_bar()  # our own bar is the one the user should see
     recipe = load_recipe(args.recipe)
+    check_out_dir(args.out)  # before materializing inputs for a run that cannot write its output
     ids = [ref for ref in recipe.model_refs() if ref.startswith(ID_PREFIX)]
-    scratch = None
-    if ids:
-        if args.work_dir is not None:
-            inputs_dir = Path(args.work_dir) / "inputs"
-        else:
-            scratch = Path(tempfile.mkdtemp(prefix="fuse-inputs-", dir=_registry(ctx).home.tmp_dir))
-            inputs_dir = scratch
-        mapping = {ref: _materialize(ctx, ref, inputs_dir) for ref in ids}
-        runnable = recipe.with_models(mapping)
-    else:
-        runnable = recipe
-    try:
-        with ctx.progress("fuse", unit="step") as bar:
-            result = run_fusion(runnable, args.out, device=args.device, work_dir=args.work_dir, progress=bar)
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+    # Registry ids become verified folders inside the work dir: kept for a resumed run, and removed
+    # with the default work dir once the output exists.
+    inputs_dir = (args.work_dir or default_work_dir(args.out)) / "inputs"
+    runnable = recipe.with_models({ref: _materialize(ctx, ref, inputs_dir) for ref in ids})
+    with ctx.progress("fuse", unit="step") as bar:
+        result = run_fusion(runnable, args.out, device=args.device, work_dir=args.work_dir, progress=bar)
     doc: dict[str, Any] = result.to_dict()
     if args.submit:
         record = _registry(ctx).submit(result.out_dir, kind="merged", provenance=_provenance(ctx, recipe, result))
