@@ -81,7 +81,11 @@ class BlobFetcher:
     def fetch(self, digest: str, size_hint: int) -> None:
         """Get one blob into the store; PeerError (VerificationError if all lied) when every holder failed."""
         failures = []
-        for addr in self.peers.order(self.holders):  # good holders first, known-bad ones last
+        queue = self.peers.order(self.holders)  # good holders first, known-bad ones last
+        refetched: set[str] = set()
+        while queue:
+            addr = queue.pop(0)
+            resumed = self._partial_size(digest) > 0
             try:
                 self._stream(addr, digest, size_hint)
                 self.store.commit_partial(digest)
@@ -94,8 +98,15 @@ class BlobFetcher:
                     self.peers.mark_bad(addr, f"transfer failed: {exc.code().name}")
                 continue  # the partial file keeps what arrived; the next holder resumes it
             except VerificationError:
-                log.warning("holder %s sent bytes that do not hash to %s; abandoning it", addr, digest[:16])
                 self._discard(digest)
+                if resumed and addr not in refetched:
+                    # The bad bytes may predate this holder (an earlier transfer, another holder):
+                    # blame it only for a blob it served whole.
+                    log.info("resumed blob %s does not verify; fetching it whole from %s", digest[:16], addr)
+                    refetched.add(addr)
+                    queue.insert(0, addr)
+                    continue
+                log.warning("holder %s sent bytes that do not hash to %s; abandoning it", addr, digest[:16])
                 self.peers.mark_bad(addr, f"served bytes that do not match sha256:{digest}")
                 failures.append(f"{addr}: {TAMPERED}")
                 continue

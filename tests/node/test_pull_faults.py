@@ -142,3 +142,23 @@ def test_stalled_holder_is_cancelled_and_the_pull_moves_on(swarm, holder_home, t
     assert getattr(freeze_midway, "sent", False)
     assert backup.addr in result.sources and peers.is_bad(frozen.addr)
     assert folder_bytes(tmp_path / "out") == folder_bytes(folder)
+
+
+def test_corrupt_partial_file_is_refetched_without_blaming_the_holder(swarm, holder_home, tmp_path):
+    import hashlib
+
+    from registry.store import BlobStore
+
+    home, model_id, folder = holder_home
+    holder = swarm.start(home, "--no-dht")
+    puller = tmp_path / "P"
+    weights = folder / "model.safetensors"
+    store = BlobStore(puller / "store", puller / "tmp")
+    store.partial_path(hashlib.sha256(weights.read_bytes()).hexdigest()).write_bytes(os.urandom(1 << 20))
+    res = run_cli("pull", model_id, "-o", str(tmp_path / "out"), "--from", holder.addr, "--json", home=puller)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["sources"] == [holder.addr] and "abandoning" not in res.stderr
+    # The kept megabyte was garbage: the resumed tail failed, then the whole blob came again.
+    assert doc["bytes_fetched"] == fetchable_bytes(folder) + weights.stat().st_size - (1 << 20)
+    assert folder_bytes(tmp_path / "out") == folder_bytes(folder)
