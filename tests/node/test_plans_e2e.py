@@ -229,3 +229,16 @@ def test_malicious_executor_caught_by_verifiers(network, models, cli, tmp_path):
     failing = [a for a in doc["attestations"] if not a["passed"]]
     assert failing and "tensors differ" in failing[0]["detail"] and failing[0]["max_abs_diff"] > 5e-3
     assert "rejected the result" in doc["reason"]
+
+
+def test_liveness_check_used_to_replace_dead_executors(network):
+    from node.peers import PeerTable
+    from node.plans.transport import GrpcTransport
+
+    _, alpha, _, _, _ = network
+    transport = GrpcTransport(PeerTable())
+    try:
+        assert transport.alive(alpha.addr)
+        assert not transport.alive("127.0.0.1:1")
+    finally:
+        transport.close()
