@@ -78,19 +78,22 @@ def default_work_dir(out_dir: Path) -> Path:
 
 
 def run_fusion(recipe: FusionRecipe | Mapping[str, Any] | str | Path, out_dir: Path, *, device: str = "auto",
-               work_dir: Path | None = None, progress: Progress | None = None) -> FusionResult:
+               work_dir: Path | None = None, progress: Progress | None = None,
+               resolve: Callable[[str], Path] | None = None) -> FusionResult:
     """Run a whole fusion. `work_dir` keeps step outputs for restarts (default: `default_work_dir`,
-    removed after success; an explicit one is kept)."""
+    removed after success; an explicit one is kept). `resolve` turns `sha256:` model ids into folders
+    (merge/ knows no registry); the model card and result keep the references as written."""
     recipe = recipe if isinstance(recipe, FusionRecipe) else load_recipe(recipe)
     out_dir = Path(out_dir).resolve()
-    _check_inputs(recipe, out_dir)
+    check_out_dir(out_dir)
+    paths = {ref: _model_path(ref, resolve) for ref in recipe.model_refs()}
     dev = resolve_device(device, recipe.device)
     examples = load_examples(Path(recipe.data))
     digest = file_sha256(Path(recipe.data))
     keep_work = work_dir is not None
     work = Path(work_dir) if work_dir is not None else default_work_dir(out_dir)
     work.mkdir(parents=True, exist_ok=True)
-    models = [Path(recipe.target), *(Path(s) for s in recipe.sources)]
+    models = [paths[recipe.target], *(paths[s] for s in recipe.sources)]
     n = len(examples)
     train_steps = recipe.epochs * -(-n // recipe.batch_size)
     tracker = _Tracker(progress, total=(2 * len(models) - 1) * n + train_steps)
@@ -164,13 +167,16 @@ def run_fusion(recipe: FusionRecipe | Mapping[str, Any] | str | Path, out_dir: P
     return result
 
 
-def _check_inputs(recipe: FusionRecipe, out_dir: Path) -> None:
-    for ref in recipe.model_refs():
-        if ref.startswith(ID_PREFIX):
+def _model_path(ref: str, resolve: Callable[[str], Path] | None) -> Path:
+    if ref.startswith(ID_PREFIX):
+        if resolve is None:
             raise MergeInputError(f"model {ref} is a registry id; materialize it to a folder first "
                                   "(mergenet fuse does this for ids in the local registry)")
-        cap_mod.check_model_dir(Path(ref))
-    check_out_dir(out_dir)
+        path = Path(resolve(ref))
+    else:
+        path = Path(ref)
+    cap_mod.check_model_dir(path)
+    return path
 
 
 def check_out_dir(out_dir: Path) -> None:

@@ -34,18 +34,16 @@ def run_fuse(args: argparse.Namespace, ctx: Context) -> int:
     from transformers.utils import logging as hf_logging
 
     from merge.fusion import load_recipe, run_fusion
-    from merge.fusion.pipeline import check_out_dir, default_work_dir
+    from merge.fusion.pipeline import default_work_dir
 
     hf_logging.disable_progress_bar()  # our own bar is the one the user should see
     recipe = load_recipe(args.recipe)
-    check_out_dir(args.out)  # before materializing inputs for a run that cannot write its output
-    ids = [ref for ref in recipe.model_refs() if ref.startswith(ID_PREFIX)]
     # Registry ids become verified folders inside the work dir: kept for a resumed run, and removed
     # with the default work dir once the output exists.
     inputs_dir = (args.work_dir or default_work_dir(args.out)) / "inputs"
-    runnable = recipe.with_models({ref: _materialize(ctx, ref, inputs_dir) for ref in ids})
     with ctx.progress("fuse", unit="step") as bar:
-        result = run_fusion(runnable, args.out, device=args.device, work_dir=args.work_dir, progress=bar)
+        result = run_fusion(recipe, args.out, device=args.device, work_dir=args.work_dir, progress=bar,
+                            resolve=lambda ref: _materialize(ctx, ref, inputs_dir))
     doc: dict[str, Any] = result.to_dict()
     if args.submit:
         record = _registry(ctx).submit(result.out_dir, kind="merged", provenance=_provenance(ctx, recipe, result))
@@ -66,14 +64,14 @@ def _registry(ctx: Context) -> Any:
     return LocalRegistry(ctx.home)
 
 
-def _materialize(ctx: Context, ref: str, inputs_dir: Path) -> str:
+def _materialize(ctx: Context, ref: str, inputs_dir: Path) -> Path:
     """A registry id as a verified folder (reused when an earlier run of this work dir made it)."""
     reg = _registry(ctx)
     model_id = reg.resolve(ref)
     folder = inputs_dir / model_id.removeprefix(ID_PREFIX)[:16]
     if not folder.is_dir():
         reg.materialize(model_id, folder)
-    return str(folder)
+    return folder
 
 
 def _provenance(ctx: Context, recipe: Any, result: Any) -> dict[str, Any]:

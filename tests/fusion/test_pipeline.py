@@ -120,4 +120,5 @@ def test_cli_fuse_with_registry_ids_and_submit(cli, world, home, tmp_path):
     prov = record.manifest.provenance
     assert prov["method"] == "fusion" and set(ids) <= set(prov["inputs"])
     assert prov["data_sha256"] == file_sha256(world["train"]) and prov["recipe"]["sources"] == ids
+    assert doc["sources"] == ids and all(i in (tmp_path / "out" / "README.md").read_text() for i in ids)
     assert not list(tmp_path.glob(".out.*"))  # the default work dir with the materialized inputs is gone
