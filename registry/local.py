@@ -88,7 +88,7 @@ class LocalRegistry:
 
     def is_trusted(self, key_id: str) -> bool:
         """The home's own key is trusted implicitly; others through `mergenet trust add`."""
-        own = self.home.public_key_path.exists() and self.identity().key_id == key_id
+        own = self.home.key_path.exists() and self.identity().key_id == key_id  # never creates a key
         return own or self.trust.contains(key_id)
 
     def resolve(self, id_or_prefix: str) -> str:

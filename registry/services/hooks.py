@@ -45,6 +45,9 @@ class NetworkHooks(Protocol):
     def exchange_peers(self, sender: PeerRef, known: list[PeerRef]) -> list[PeerRef]:
         """Record a gossiping peer and whom it knows; return whom we know."""
 
+    def peer_left(self, sender: PeerRef) -> None:
+        """A peer announced it is shutting down."""
+
     def accept_ads(self, sender: PeerRef, ads: list[VerifiedAd]) -> None:
         """Remember verified ads a peer pushed: the sender holds these models."""
 

@@ -76,6 +76,9 @@ class RegistryServicer(pb_grpc.RegistryServicer):
 
     def Announce(self, request: pb.AnnounceRequest, context: grpc.ServicerContext) -> pb.AnnounceReply:
         known = [convert.peer_from_pb(p) for p in _cap(list(request.known), "peers", context)]
+        if request.leaving:
+            self._hooks.peer_left(convert.peer_from_pb(request.sender))
+            return pb.AnnounceReply()
         answer = self._hooks.exchange_peers(convert.peer_from_pb(request.sender), known)
         return pb.AnnounceReply(known=[convert.peer_to_pb(p) for p in answer])
 
