@@ -22,7 +22,7 @@ from typing import Any
 from node.config import NodeConfig, parse_hostport
 from node.dht_records import ANNOUNCE_PERIOD_S
 from node.errors import NodeError
-from node.network import Network
+from node.network import Network, say_goodbye
 from node.peers import PeerTable
 from node.server import ServiceSpec, start_server
 from registry.services.hooks import PeerRef
@@ -161,6 +161,7 @@ class Node:
             self._health.enter_graceful_shutdown()
         if self.discovery is not None:
             self.discovery.leave(self.view.ids())
+        say_goodbye(self.network.self_ref, self.network.peers)
         self._server.stop(STOP_GRACE_S).wait()
         self._server = None
         self._stop_discovery()

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import grpc
 
 from node.client import CALL_TIMEOUT_S, connect, registry_stub
-from node.dht_records import NodeRecord
+from node.dht_records import RECORD_EXPIRY_S, NodeRecord
 from node.peers import PeerTable
 from protos import mergenet_pb2 as pb
 from registry.errors import RegistryError
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 # Gossip and ad pushes are short; a slow peer must not stall the announce loop.
 GOSSIP_TIMEOUT_S = 3.0
+GOODBYE_TIMEOUT_S = 1.0
 MAX_CACHED_ADS = 4096
 # Half the gRPC message limit: an Advertise request carries as many ads as fit in this.
 ADVERTISE_BATCH_BYTES = 512 * 1024
@@ -57,7 +59,7 @@ class Network:
         self.announce_now = threading.Event()
         self._lock = threading.Lock()
         self._ads: dict[str, VerifiedAd] = {}
-        self._ad_holders: dict[str, set[str]] = {}
+        self._ad_holders: dict[str, dict[str, float]] = {}  # model id → holder → when it last advertised
 
     # -- NetworkHooks -------------------------------------------------------------------------
 
@@ -67,6 +69,18 @@ class Network:
         for peer in known:
             self.peers.add(peer.grpc_addr, peer.key_id, peer.version, source="gossip")
         return [PeerRef(p.addr, p.key_id, p.version) for p in self.peers.gossip() if p.addr != sender.grpc_addr]
+
+    def peer_left(self, sender: PeerRef) -> None:
+        self.peers.remove(sender.grpc_addr)
+        with self._lock:
+            for holders in self._ad_holders.values():
+                holders.pop(sender.grpc_addr, None)
+
+    def _fresh_ad_holders(self, model_id: str) -> set[str]:
+        """Holders whose ads are younger than the DHT record expiry (ads are re-pushed each round)."""
+        cutoff = time.time() - RECORD_EXPIRY_S
+        with self._lock:
+            return {a for a, seen in self._ad_holders.get(model_id, {}).items() if seen > cutoff}
 
     def accept_ads(self, sender: PeerRef, ads: list[VerifiedAd]) -> None:
         self.peers.add(sender.grpc_addr, sender.key_id, sender.version, source="advertise")
@@ -83,12 +97,11 @@ class Network:
                 self.peers.add(record.addr, record.key_id, record.version, source="dht")
                 for model_id in record.models:
                     wanted.setdefault(model_id, set()).add(record.addr)
-        with self._lock:
-            for model_id, holders in self._ad_holders.items():
-                wanted.setdefault(model_id, set()).update(holders)
+        for model_id in list(self._ad_holders):
+            wanted.setdefault(model_id, set()).update(self._fresh_ad_holders(model_id))
         rows = []
         for model_id, holders in wanted.items():
-            if model_id in local:
+            if model_id in local or not holders:
                 continue
             ad = self._ads.get(model_id) or self.fetch_ad(model_id, sorted(holders))
             if ad is None:
@@ -104,8 +117,7 @@ class Network:
             found.append(self.self_ref.grpc_addr)
         if self.discovery is not None:
             found += self.discovery.find_holders(model_id)
-        with self._lock:
-            found += sorted(self._ad_holders.get(model_id, ()))
+        found += sorted(self._fresh_ad_holders(model_id))
         return self.peers.order(found)
 
     def network_state(self) -> NetworkState:
@@ -143,7 +155,7 @@ class Network:
                 return
             self._ads[ad.model_id] = ad
             if holder:
-                self._ad_holders.setdefault(ad.model_id, set()).add(holder)
+                self._ad_holders.setdefault(ad.model_id, {})[holder] = time.time()
 
     def record(self) -> NodeRecord:
         return NodeRecord(addr=self.self_ref.grpc_addr, key_id=self.self_ref.key_id, version=self.self_ref.version,
@@ -169,10 +181,23 @@ class Network:
                     stub.Advertise(pb.AdvertiseRequest(sender=me, models=batch), timeout=GOSSIP_TIMEOUT_S)
         except grpc.RpcError as exc:
             log.info("gossip with %s failed: %s", addr, exc.code())
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                self.peers.mark_bad(addr, f"unreachable: {exc.code().name}")
             return
         learned = [self.peers.add(p.grpc_addr, p.key_id, p.version, source="gossip") for p in reply.known]
         if any(learned):  # introduce ourselves to the newcomers now, not in a minute
             self.announce_now.set()
+
+
+def say_goodbye(self_ref: PeerRef, peers: PeerTable) -> None:
+    """Tell every good peer we are leaving, so it stops listing us before our records expire."""
+    me = convert.peer_to_pb(self_ref)
+    for addr in peers.good():
+        try:
+            with connect(addr) as ch:
+                registry_stub(ch).Announce(pb.AnnounceRequest(sender=me, leaving=True), timeout=GOODBYE_TIMEOUT_S)
+        except grpc.RpcError:
+            continue
 
 
 def _batches(ads: list[pb.ModelAd]) -> list[list[pb.ModelAd]]:

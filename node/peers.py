@@ -52,6 +52,10 @@ class PeerTable:
                                         last_seen=time.time())
             return old is None
 
+    def remove(self, addr: str) -> None:
+        with self._lock:
+            self._peers.pop(addr, None)
+
     def mark_bad(self, addr: str, reason: str) -> None:
         with self._lock:
             base = self._peers.get(addr) or Peer(addr=addr, source="pull")

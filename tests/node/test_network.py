@@ -60,6 +60,13 @@ def test_dht_discovery_pull_and_clean_shutdown(swarm, families, tmp_path):
     assert swarm.stop(a) == 0
     assert not (ha / "node.json").exists()
     assert wait_gone(a.pid, 5.0) == []
+    # A announced leaving (DHT tombstones + goodbye gossip): B now lists C as the only holder.
+    deadline = time.monotonic() + 20
+    holders: list[str] = []
+    while time.monotonic() < deadline and holders != [c.addr]:
+        holders = next((r["holders"] for r in list_remote(b.addr) if r["id"] == model_id), [])
+        time.sleep(0.3)
+    assert holders == [c.addr]
 
 
 def test_sigkill_leaves_no_dht_child_or_p2pd(swarm, tmp_path):
