@@ -77,11 +77,10 @@ def _registry(ctx: Context):
 
 
 def cmd_keygen(args: argparse.Namespace, ctx: Context) -> int:
+    from registry.home import Home
     from registry.identity import Identity
 
     ident, created = Identity.load_or_create(ctx.home)
-    from registry.home import Home
-
     home = Home(ctx.home)
     ctx.emit({"key_id": ident.key_id, "created": created, "private_key": str(home.key_path),
               "public_key": str(home.public_key_path)},
