@@ -76,7 +76,7 @@ def bench_alignment(streams: dict[str, list[str]], repeats: int) -> None:
         t1 = time.perf_counter()
         acc = dtw_cumulative(cost)
         t2 = time.perf_counter()
-        path = dtw_path(acc)
+        dtw_path(acc)
         t3 = time.perf_counter()
         times.append(t3 - t0)
         parts.append((t1 - t0, t2 - t1, t3 - t2))
@@ -96,8 +96,7 @@ def bench_alignment(streams: dict[str, list[str]], repeats: int) -> None:
     extrapolated = cells / ref_rate
     print(f"reference double loop: {len(rs)}×{len(rt)} in {ref_s:.2f} s = {ref_rate / 1e6:.2f} M cells/s → "
           f"{extrapolated:.2f} s extrapolated to {len(src)}×{len(tgt)}; speed-up {extrapolated / ours:.0f}× "
-          f"(target ≥ 20×); same alignment on the {len(rs)}×{len(rt)} pair: {ref_path == align_tokens(rs, rt)}; "
-          f"on the full pair: {path == align_tokens(src, tgt)}")
+          f"(target ≥ 20×); same alignment on the {len(rs)}×{len(rt)} pair: {ref_path == align_tokens(rs, rt)}")
 
     rng = random.Random(0)
     checked = same = 0

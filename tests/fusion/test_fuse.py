@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from merge.fusion.align import Projected, project_capture
 from merge.fusion.capture import Capture
@@ -85,3 +87,24 @@ def test_projection_of_empty_response_is_all_fallback():
     tgt = _capture([([0, 1], 1)], topk_ids=[[1, 0]], logits=[[0.0, 0.0]])
     proj = project_capture(src, tgt, ["<bos>", "a"], ["<bos>", "a"], np.array([0, 1]))
     assert proj.aligned == 0 and proj.ids[0, 0] == 1 and proj.probs[0, 0] == 1.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 5), st.integers(1, 6), st.integers(0, 2**31 - 1))
+def test_fused_rows_are_distributions(n_candidates, n_seqs, k, seed):
+    gen = torch.Generator().manual_seed(seed)
+    lens = torch.randint(0, 4, (n_seqs,), generator=gen)
+    rows = int(lens.sum())
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(lens, 0)])
+    projections = [_proj(torch.randint(0, 50, (rows, k), generator=gen).tolist(),
+                         torch.softmax(torch.randn(rows, k, generator=gen), 1).tolist() if rows else [])
+                   for _ in range(n_candidates)]
+    projections = [Projected(p.ids.reshape(rows, k), p.probs.reshape(rows, k), p.aligned) for p in projections]
+    ce = torch.rand(n_seqs, n_candidates, generator=gen, dtype=torch.float64)
+    for weights in (min_ce_weights(ce), avg_ce_weights(ce)):
+        fused = fuse(projections, weights, row_sequence_index(offsets))
+        assert fused.ids.shape[0] == rows and fused.ids.shape == fused.probs.shape
+        assert torch.allclose(fused.probs.sum(1), torch.ones(rows), atol=1e-5)
+        assert bool((fused.probs >= 0).all()) and bool(((fused.ids >= 0) & (fused.ids < 50)).all())
+        if bool((weights.max(1).values == 1).all()):
+            assert fused.ids.shape[1] <= k  # min_ce keeps only the chosen candidate's entries
