@@ -146,21 +146,42 @@ def test_unsigned_folder_fails_verify(model_copy, cli):
     assert res.code == 3 and "model.sig" in one_line_error(res.err)
 
 
-def test_manifest_lying_about_architecture_fails_even_when_signed(submitted, home, cli):
-    """A publisher who signs a manifest whose fingerprint does not describe the weights is caught."""
-    import dataclasses
+def _resign_with(folder, home, manifest) -> None:
+    """Write `manifest` and honestly re-sign every file, so only what the manifest claims is wrong."""
     import hashlib
 
     from registry.identity import Identity
-    from registry.manifest import Manifest
     from registry.signing import sign_files
+
+    (folder / "mergenet.json").write_bytes(manifest.to_json())
+    resources = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.name != "model.sig"}
+    (folder / "model.sig").write_bytes(sign_files(Identity.load(home), folder.name, resources)[0])
+
+
+def test_manifest_lying_about_architecture_fails_even_when_signed(submitted, home, cli):
+    """A publisher who signs a manifest whose fingerprint does not describe the weights is caught."""
+    import dataclasses
+
+    from registry.manifest import Manifest
 
     folder, _ = submitted
     manifest = Manifest.from_json((folder / "mergenet.json").read_bytes())
-    lie = dataclasses.replace(manifest, architecture_fingerprint="sha256:" + "0" * 64).to_json()
-    (folder / "mergenet.json").write_bytes(lie)
-    # re-sign every file honestly, so only the lie remains
-    resources = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.name != "model.sig"}
-    (folder / "model.sig").write_bytes(sign_files(Identity.load(home), folder.name, resources)[0])
+    _resign_with(folder, home, dataclasses.replace(manifest, architecture_fingerprint="sha256:" + "0" * 64))
     res = cli("verify", folder)
     assert res.code == 3 and "architecture" in one_line_error(res.err)
+
+
+def test_wrong_tensor_digest_is_caught_by_verify_tensors(submitted, home, cli):
+    import dataclasses
+
+    from registry.manifest import Manifest
+
+    folder, _ = submitted
+    manifest = Manifest.from_json((folder / "mergenet.json").read_bytes())
+    digests = dict(manifest.tensors["model.safetensors"])
+    victim = sorted(digests)[0]
+    digests[victim] = "0" * 64
+    _resign_with(folder, home, dataclasses.replace(manifest, tensors={"model.safetensors": digests}))
+    assert cli("verify", folder).code == 0  # the files are what was signed ...
+    res = cli("verify", folder, "--tensors")  # ... but one signed tensor digest is false
+    assert res.code == 3 and victim in one_line_error(res.err)
