@@ -91,6 +91,10 @@ def run_search(recipe: Recipe, tasks: Sequence[Task], out_dir: Path, config: Sea
         old_header, replay = read_log(log_path) if resume else (None, [])
         if old_header is not None:
             _check_same_search(old_header, header, log_path)
+            # Rewrite what was read, dropping a line torn by the interruption, before appending.
+            write_header(log_path, {k: v for k, v in old_header.items() if k != "type"})
+            for rec in replay:
+                append(log_path, {k: v for k, v in rec.items() if k != "type"})
         else:
             write_header(log_path, header)
             replay = []

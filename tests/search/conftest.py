@@ -60,3 +60,41 @@ def memorizer(tmp_path_factory) -> Path:
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """On a shared 2-core machine torch's spinning worker threads made tiny-model evals up to
+    10x slower; these tests run single-threaded and restore the setting afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def landscape(memorizer, tmp_path_factory) -> dict[str, Path]:
+    """A search landscape with a known better point: `good` is the memorizer barely changed,
+    `bad` the memorizer drowned in noise; averaging them uniformly hurts, down-weighting `bad`
+    helps. READ-ONLY."""
+    from node.tinymodels import perturb_model
+
+    root = tmp_path_factory.mktemp("landscape")
+    good = perturb_model(memorizer, root / "good", seed=1, scale=0.001, density=0.5)
+    bad = perturb_model(memorizer, root / "bad", seed=2, scale=0.5, density=1.0)
+    tasks = write_jsonl(root / "tasks.jsonl", [{"prompt": p, "answer": a} for p, a in FACTS.items()])
+    return {"good": good, "bad": bad, "tasks": tasks, "root": root}
+
+
+def linear_recipe(path: Path, good: Path, bad: Path) -> Path:
+    path.write_text(f"""merge_method: linear
+models:
+  - model: {good}
+    parameters: {{weight: 0.5}}
+  - model: {bad}
+    parameters: {{weight: 0.5}}
+dtype: float32
+""")
+    return path
