@@ -218,7 +218,8 @@ def _story(opts: DemoOptions, workdir: Path, say: Callable[[str], None], start: 
             attestations = len(registry.attestations(merged))
         finally:
             registry.close()
-        origin = "its own store (it verified the merge)" if result.sources == ("local",) else ", ".join(result.sources)
+        role = "executed" if doc["executor"]["key_id"] == gamma.key_id else "verified"
+        origin = f"its own store (it {role} the merge)" if result.sources == ("local",) else ", ".join(result.sources)
         say(f"5. gamma pulled {merged} from {origin} into {out}: signature by "
             f"{names.get(verified.signer, verified.signer[:12])} and all {len(verified.files)} files verified; "
             f"{attestations} attestations on record")
@@ -230,7 +231,7 @@ def _story(opts: DemoOptions, workdir: Path, say: Callable[[str], None], start: 
             say("6. held-out loss: " + ", ".join(f"{k} {v}" for k, v in losses.items()))
             summary["eval_loss"] = losses
     finally:
-        say("7. stopping the nodes")
+        say("stopping the nodes")
         strays = cluster.stop()
     summary["stray_processes"] = len(strays)
     summary["seconds"] = round(time.monotonic() - start, 1)
