@@ -10,7 +10,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from registry_helpers import leftovers, one_line_error, store_blobs
+from tests.registry.registry_helpers import leftovers, one_line_error, store_blobs
 
 
 def safetensors_bytes(header: dict | bytes, data: bytes = b"", header_len: int | None = None) -> bytes:

@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from registry_helpers import one_line_error
+from tests.registry.registry_helpers import one_line_error
 
 from registry.errors import BadModelError, VerificationError
 from registry.local import LocalRegistry

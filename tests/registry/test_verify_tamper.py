@@ -7,7 +7,7 @@ import json
 import shutil
 
 import pytest
-from registry_helpers import one_line_error
+from tests.registry.registry_helpers import one_line_error
 
 
 def flip_byte(path, offset=None):
