@@ -6,6 +6,7 @@ Kept apart from `node.discovery` so code that only reads records does not import
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,10 @@ HOLDERS_PREFIX = "mergenet/v1/holders/"
 # misses one announcement is still listed, a node that died disappears within two minutes.
 ANNOUNCE_PERIOD_S = 60.0
 RECORD_EXPIRY_S = 120.0
+# Bounds on what one node may claim; a record beyond them is ignored as a whole.
+MAX_MODELS_PER_RECORD = 4096
+MAX_ADDR_LEN = 300
+MODEL_ID_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def holders_key(model_id: str) -> str:
@@ -42,7 +47,11 @@ class NodeRecord:
             return None
         models = value.get("models", [])
         capacity = value.get("capacity", {})
-        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        if not isinstance(models, list) or len(models) > MAX_MODELS_PER_RECORD:
+            return None
+        if not all(isinstance(m, str) and MODEL_ID_RE.fullmatch(m) for m in models):
+            return None
+        if len(value["addr"]) > MAX_ADDR_LEN:
             return None
         if not isinstance(capacity, dict):
             return None

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 GOSSIP_TIMEOUT_S = 3.0
 GOODBYE_TIMEOUT_S = 1.0
 MAX_CACHED_ADS = 4096
+# One listing fetches at most this many unknown manifests, so a peer claiming thousands of
+# models cannot make a listing take forever.
+MAX_MANIFEST_FETCHES_PER_LIST = 32
 # Half the gRPC message limit: an Advertise request carries as many ads as fit in this.
 ADVERTISE_BATCH_BYTES = 512 * 1024
 
@@ -100,10 +103,14 @@ class Network:
         for model_id in list(self._ad_holders):
             wanted.setdefault(model_id, set()).update(self._fresh_ad_holders(model_id))
         rows = []
+        fetches = 0
         for model_id, holders in wanted.items():
             if model_id in local or not holders:
                 continue
-            ad = self._ads.get(model_id) or self.fetch_ad(model_id, sorted(holders))
+            ad = self._ads.get(model_id)
+            if ad is None and fetches < MAX_MANIFEST_FETCHES_PER_LIST:  # the rest on the next listing
+                fetches += 1
+                ad = self.fetch_ad(model_id, sorted(holders))
             if ad is None:
                 continue
             summary = _summary(ad, holders=tuple(self.peers.order(sorted(holders))))

@@ -57,13 +57,16 @@ def test_peer_table_is_bounded():
 
 @pytest.mark.parametrize("value", [None, "x", {}, {"addr": ""}, {"addr": 5}, {"addr": "a:1", "models": "m"},
                                    {"addr": "a:1", "models": [1]}, {"addr": "a:1", "capacity": []},
-                                   {"left": True}])
+                                   {"left": True}, {"addr": "a:1", "models": ["sha256:../x"]},
+                                   {"addr": "a:1", "models": ["sha256:" + "a" * 64] * 5000},
+                                   {"addr": "a" * 400 + ":1"}])
 def test_malformed_dht_records_are_skipped(value):
     assert NodeRecord.from_value(value) is None
 
 
 def test_dht_record_round_trip():
-    rec = NodeRecord(addr="127.0.0.1:7", key_id="ab", version="v", capacity={"cpus": 2}, models=("sha256:1",))
+    rec = NodeRecord(addr="127.0.0.1:7", key_id="ab", version="v", capacity={"cpus": 2},
+                     models=("sha256:" + "1" * 64,))
     assert NodeRecord.from_value(rec.to_value()) == rec
 
 
