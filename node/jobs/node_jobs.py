@@ -72,3 +72,13 @@ class NodeJobs:
             log.warning("could not index an attestation for %s: %s", model_id, exc)
         finally:
             registry.close()
+
+    def consent_received(self, plan_id: str, model_id: str, bundle: Mapping[str, Any], signer: str) -> None:
+        from registry.home import Home
+        from registry.index import Index
+
+        index = Index(Home(self.ctx.home).db_path)
+        try:
+            index.add_consent(plan_id, model_id, dict(bundle), signer)
+        finally:
+            index.close()

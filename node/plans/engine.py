@@ -229,7 +229,10 @@ class PlanEngine:
                 return try_advance(r, BIDDING, "all publishers consented")
             return r
 
-        return self.store.update(c.plan_id, change).consents.get(c.model_id) is signed
+        if self.store.update(c.plan_id, change).consents.get(c.model_id) is not signed:
+            return False
+        self.jobs.consent_received(c.plan_id, c.model_id, signed.bundle, signed.signer)
+        return True
 
     def _on_bid(self, signed: Signed) -> bool:
         bid: Bid = signed.body

@@ -53,6 +53,8 @@ class Jobs(Protocol):
 
     def attestation_received(self, model_id: str, bundle: Mapping[str, Any]) -> None: ...
 
+    def consent_received(self, plan_id: str, model_id: str, bundle: Mapping[str, Any], signer: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class EngineConfig:

@@ -117,6 +117,7 @@ def test_plan_from_propose_to_published(network, models, cli, tmp_path):
         assert len(reg.attestations(merged)) == 2
         manifest = reg.get(merged).manifest
         assert manifest.provenance["plan_id"] == plan_id and manifest.license == "Apache-2.0 AND MIT"
+        assert len(reg.index.consents(plan_id)) == 1  # beta's signed consent is on record
     finally:
         reg.close()
     listed = cli("plan", "ls", "--node", gamma.addr, "--json", home_dir=gamma.home)

@@ -57,6 +57,7 @@ class Jobs:
         self.executed: list[str] = []
         self.verified: list[str] = []
         self.indexed: list[str] = []
+        self.consents: list[tuple[str, str]] = []
         self.deferred: list | None = None  # a list: jobs wait there until the test runs them
         self.score = 1.0
 
@@ -81,6 +82,9 @@ class Jobs:
 
     def attestation_received(self, model_id, bundle):
         self.indexed.append(model_id)
+
+    def consent_received(self, plan_id, model_id, bundle, signer):
+        self.consents.append((model_id, signer))
 
 
 @pytest.fixture
@@ -143,6 +147,7 @@ def test_plan_reaches_published_on_every_node(net):
     assert states[:4] == ["proposed", "consenting", "bidding", "committed"]
     assert states[-2:] == ["verifying", "published"]  # `executing` is seen by the executor only
     assert jobs[2].indexed == [MERGED, MERGED]
+    assert jobs[0].consents == [(EXP2, ids[1].key_id)]
 
 
 def test_refused_consent_rejects(net):
