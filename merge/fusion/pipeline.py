@@ -26,7 +26,7 @@ from merge.errors import MergeInputError
 from merge.fusion import capture as cap_mod
 from merge.fusion.align import Projected, build_vocab_map, identity_projection, project_capture, vocab_strings
 from merge.fusion.card import model_card
-from merge.fusion.data import file_sha256, load_examples
+from merge.fusion.data import Example, file_sha256, load_examples
 from merge.fusion.fuse import FUSION_FUNCTIONS, Fused, fuse, row_sequence_index
 from merge.fusion.recipe import ID_PREFIX, FusionRecipe, load_recipe
 from merge.fusion.store import load_tensors, model_fingerprint, read_meta, save_tensors, step_key
@@ -86,64 +86,26 @@ def run_fusion(recipe: FusionRecipe | Mapping[str, Any] | str | Path, out_dir: P
     recipe = recipe if isinstance(recipe, FusionRecipe) else load_recipe(recipe)
     out_dir = Path(out_dir).resolve()
     check_out_dir(out_dir)
-    paths = {ref: _model_path(ref, resolve) for ref in recipe.model_refs()}
     dev = resolve_device(device, recipe.device)
     examples = load_examples(Path(recipe.data))
     digest = file_sha256(Path(recipe.data))
+    paths = {ref: _model_path(ref, resolve) for ref in recipe.model_refs()}  # may materialize: after cheap checks
+    models = [paths[recipe.target], *(paths[s] for s in recipe.sources)]
     keep_work = work_dir is not None
     work = Path(work_dir) if work_dir is not None else default_work_dir(out_dir)
     work.mkdir(parents=True, exist_ok=True)
-    models = [paths[recipe.target], *(paths[s] for s in recipe.sources)]
     n = len(examples)
     train_steps = recipe.epochs * -(-n // recipe.batch_size)
     tracker = _Tracker(progress, total=(2 * len(models) - 1) * n + train_steps)
     reused: list[str] = []
 
-    captures, cap_keys = [], []
-    for i, model in enumerate(models):
-        key = step_key({"v": FORMAT_VERSION, "step": "capture", "model": model_fingerprint(model), "data": digest,
-                        "top_k": recipe.top_k, "max_length": recipe.max_length})
-        path = work / f"capture-{i}.safetensors"
-        cap = cap_mod.load_capture(path, key)
-        if cap is None:
-            cap = cap_mod.capture_model(model, examples, top_k=recipe.top_k, max_length=recipe.max_length,
-                                        batch_size=recipe.batch_size, device=dev, progress=tracker.stage(n))
-            cap_mod.save_capture(cap, path, key)
-        else:
-            reused.append(f"capture-{i}")
-            tracker.skip(n)
-        captures.append(cap)
-        cap_keys.append(key)
-
+    captures, cap_keys = _capture_step(recipe, models, examples, digest, work, dev, tracker, reused)
     target_tok = cap_mod.load_tokenizer(models[0])
-    target_vocab = vocab_strings(target_tok)
-    projections: list[Projected] = [identity_projection(captures[0])]
-    align_keys = []
-    for i in range(1, len(models)):
-        key = step_key({"v": FORMAT_VERSION, "step": "align", "source": cap_keys[i], "target": cap_keys[0]})
-        path = work / f"align-{i}.safetensors"
-        saved, meta = load_tensors(path, key), read_meta(path, key)
-        if saved is None or meta is None:
-            proj = _align(models[i], captures[i], captures[0], target_vocab, tracker.stage(n))
-            save_tensors({"ids": proj.ids, "probs": proj.probs}, path, key, meta={"aligned": proj.aligned})
-        else:
-            proj = Projected(ids=saved["ids"], probs=saved["probs"], aligned=int(meta["aligned"]))
-            reused.append(f"align-{i}")
-            tracker.skip(n)
-        projections.append(proj)
-        align_keys.append(key)
-
+    projections, align_keys = _align_step(models, captures, cap_keys, vocab_strings(target_tok), work, tracker,
+                                          reused)
     fuse_key = step_key({"v": FORMAT_VERSION, "step": "fuse", "inputs": [cap_keys[0], *align_keys],
                          "ce": cap_keys, "fusion": recipe.fusion})
-    fused_path = work / "fused.safetensors"
-    saved = load_tensors(fused_path, fuse_key)
-    if saved is None:
-        ce = torch.stack([c.ce_per_char() for c in captures], dim=1)  # (S, M)
-        fused = fuse(projections, FUSION_FUNCTIONS[recipe.fusion](ce), row_sequence_index(captures[0].resp_offsets()))
-        save_tensors({"ids": fused.ids, "probs": fused.probs, "weights": fused.weights}, fused_path, fuse_key)
-    else:
-        fused = Fused(**saved)
-        reused.append("fuse")
+    fused = _fuse_step(recipe, captures, projections, work / "fused.safetensors", fuse_key, reused)
 
     settings = TrainSettings(lr=recipe.lr, epochs=recipe.epochs, batch_size=recipe.batch_size,
                              lm_loss_weight=recipe.lm_loss_weight, seed=recipe.seed)
@@ -165,6 +127,62 @@ def run_fusion(recipe: FusionRecipe | Mapping[str, Any] | str | Path, out_dir: P
     if not keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _capture_step(recipe: FusionRecipe, models: list[Path], examples: tuple[Example, ...], digest: str, work: Path,
+                  dev: str, tracker: _Tracker, reused: list[str]) -> tuple[list[cap_mod.Capture], list[str]]:
+    """Step 1 for the target (index 0) and every source."""
+    captures, keys = [], []
+    for i, model in enumerate(models):
+        key = step_key({"v": FORMAT_VERSION, "step": "capture", "model": model_fingerprint(model), "data": digest,
+                        "top_k": recipe.top_k, "max_length": recipe.max_length})
+        path = work / f"capture-{i}.safetensors"
+        cap = cap_mod.load_capture(path, key)
+        if cap is None:
+            cap = cap_mod.capture_model(model, examples, top_k=recipe.top_k, max_length=recipe.max_length,
+                                        batch_size=recipe.batch_size, device=dev, progress=tracker.stage(len(examples)))
+            cap_mod.save_capture(cap, path, key)
+        else:
+            reused.append(f"capture-{i}")
+            tracker.skip(len(examples))
+        captures.append(cap)
+        keys.append(key)
+    return captures, keys
+
+
+def _align_step(models: list[Path], captures: list[cap_mod.Capture], cap_keys: list[str], target_vocab: list[str],
+                work: Path, tracker: _Tracker, reused: list[str]) -> tuple[list[Projected], list[str]]:
+    """Step 2: every source projected onto the target's tokens; the target's own rows come first."""
+    projections: list[Projected] = [identity_projection(captures[0])]
+    keys = []
+    n = captures[0].n_seqs
+    for i in range(1, len(models)):
+        key = step_key({"v": FORMAT_VERSION, "step": "align", "source": cap_keys[i], "target": cap_keys[0]})
+        path = work / f"align-{i}.safetensors"
+        saved, meta = load_tensors(path, key), read_meta(path, key)
+        if saved is None or meta is None:
+            proj = _align(models[i], captures[i], captures[0], target_vocab, tracker.stage(n))
+            save_tensors({"ids": proj.ids, "probs": proj.probs}, path, key, meta={"aligned": proj.aligned})
+        else:
+            proj = Projected(ids=saved["ids"], probs=saved["probs"], aligned=int(meta["aligned"]))
+            reused.append(f"align-{i}")
+            tracker.skip(n)
+        projections.append(proj)
+        keys.append(key)
+    return projections, keys
+
+
+def _fuse_step(recipe: FusionRecipe, captures: list[cap_mod.Capture], projections: list[Projected], path: Path,
+               key: str, reused: list[str]) -> Fused:
+    """Step 3a: per-sequence weights from each candidate's CE on the reference, then the mixture."""
+    saved = load_tensors(path, key)
+    if saved is not None:
+        reused.append("fuse")
+        return Fused(**saved)
+    ce = torch.stack([c.ce_per_char() for c in captures], dim=1)  # (S, M)
+    fused = fuse(projections, FUSION_FUNCTIONS[recipe.fusion](ce), row_sequence_index(captures[0].resp_offsets()))
+    save_tensors({"ids": fused.ids, "probs": fused.probs, "weights": fused.weights}, path, key)
+    return fused
 
 
 def _model_path(ref: str, resolve: Callable[[str], Path] | None) -> Path:
