@@ -144,13 +144,13 @@ def _check_manifest_tensors(paths: Mapping[str, Path], manifest: Manifest, diges
             raise VerificationError(str(exc)) from None
         if set(infos[rel].tensors) != set(expected):
             raise VerificationError(f"{MANIFEST_FILE} tensor list for {rel!r} does not match the file's header")
+        if digests is not None:
+            for name, hexd in sorted(digests[rel].tensors.items()):
+                if expected[name] != hexd:
+                    raise VerificationError(f"tensor {name!r} in {rel!r} does not match its digest in {MANIFEST_FILE}")
     try:
         arch = architecture_fingerprint(manifest.model_type, infos)
     except BadModelError as exc:
         raise VerificationError(str(exc)) from None
     if arch != manifest.architecture_fingerprint:
         raise VerificationError(f"{MANIFEST_FILE} claims an architecture fingerprint that the weights do not have")
-        if digests is not None:
-            for name, hexd in digests[rel].tensors.items():
-                if expected[name] != hexd:
-                    raise VerificationError(f"tensor {name!r} in {rel!r} does not match its digest in {MANIFEST_FILE}")
