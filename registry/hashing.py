@@ -46,14 +46,20 @@ def available_cpus() -> int:
 def sha256_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> str:
     """Plain sha256 of one file with a reused buffer (readinto) — the single-core fast path."""
     h = hashlib.sha256()
-    buf = bytearray(BUFFER_BYTES)
-    view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
+        buf = bytearray(_buffer_size(f))
+        view = memoryview(buf)
         while n := f.readinto(buf):
             h.update(view[:n])
             if on_bytes:
                 on_bytes(n)
     return h.hexdigest()
+
+
+def _buffer_size(f: BinaryIO) -> int:
+    """Small files get a buffer just large enough (plus one byte to see EOF in one read), so
+    hashing many small files does not allocate and zero 8 MiB each time."""
+    return min(BUFFER_BYTES, os.fstat(f.fileno()).st_size + 1)
 
 
 class _TensorHasher:
@@ -112,11 +118,12 @@ def _fan_out(f: BinaryIO, consumers: Sequence[Callable[[memoryview, int], object
     them are done with it. Unlike a lock-step barrier per chunk, consumers may drift up to
     RING_BUFFERS chunks apart, which absorbs scheduling jitter on a busy machine.
     """
-    bufs = [bytearray(BUFFER_BYTES) for _ in range(RING_BUFFERS)]
+    size = _buffer_size(f)
+    bufs = [bytearray(size) for _ in range(RING_BUFFERS if size == BUFFER_BYTES else 1)]
     free: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for slot in range(RING_BUFFERS):
+    for slot in range(len(bufs)):
         free.put(slot)
-    users = [0] * RING_BUFFERS
+    users = [0] * len(bufs)
     lock = threading.Lock()
     errors: list[BaseException] = []
     inboxes: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in consumers]
