@@ -56,6 +56,17 @@ class LocalCluster:
 
     def start(self, name: str, peers: list[str] | None = None, env: dict[str, str] | None = None) -> NodeProc:
         """Start `mergenet node start` for a fresh home and wait until it listens."""
+        return self.start_many([name], peers, env)[0]
+
+    def start_many(self, names: list[str], peers: list[str] | None = None,
+                   env: dict[str, str] | None = None) -> list[NodeProc]:
+        """Start several nodes at once (they load in parallel) and wait until all listen."""
+        nodes = [self._spawn(name, peers, env) for name in names]
+        for node in nodes:
+            self._wait_ready(node)
+        return nodes
+
+    def _spawn(self, name: str, peers: list[str] | None, env: dict[str, str] | None) -> NodeProc:
         home = self.workdir / "homes" / name
         home.mkdir(parents=True, exist_ok=True)
         log_path = self.workdir / "logs" / f"{name}.log"
@@ -69,7 +80,6 @@ class LocalCluster:
                                     env={**self.env, **(env or {})}, start_new_session=True)
         node = NodeProc(name, home, proc, log_path)
         self.nodes.append(node)
-        self._wait_ready(node)
         return node
 
     def _wait_ready(self, node: NodeProc) -> None:

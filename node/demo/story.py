@@ -180,8 +180,7 @@ def _story(opts: DemoOptions, workdir: Path, say: Callable[[str], None], start: 
     try:
         say(f"2. starting three nodes on 127.0.0.1 (DHT {'on' if opts.dht else 'off'})")
         alpha = cluster.start("alpha")
-        beta = cluster.start("beta", peers=[alpha.addr])
-        gamma = cluster.start("gamma", peers=[alpha.addr])
+        beta, gamma = cluster.start_many(["beta", "gamma"], peers=[alpha.addr])
         nodes = [alpha, beta, gamma]
         names = {n.key_id: n.name for n in nodes}
         for n in nodes:

@@ -64,8 +64,7 @@ def network(tmp_path_factory):
     cluster = LocalCluster(work, dht=False)
     try:
         alpha = cluster.start("alpha")
-        beta = cluster.start("beta", peers=[alpha.addr])
-        gamma = cluster.start("gamma", peers=[alpha.addr])
+        beta, gamma = cluster.start_many(["beta", "gamma"], peers=[alpha.addr])
         yield cluster, alpha, beta, gamma, work
     finally:
         assert cluster.stop() == []  # no process outlived its node
