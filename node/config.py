@@ -75,6 +75,8 @@ class NodeConfig:
             parse_hostport(peer, "--peers entry")
         if self.advertise:
             parse_hostport(self.advertise, "--advertise")
+        if self.initial_peers and not self.dht:
+            raise NodeInputError("--initial-peers joins a DHT, which --no-dht turns off; drop one of the two")
 
     def advertised_addr(self, port: int) -> str:
         """What peers should dial: --advertise, else the listen host (wildcards resolved) and port."""

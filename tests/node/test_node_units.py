@@ -26,7 +26,7 @@ def test_parse_hostport_and_config_validation(tmp_path):
 def test_config_from_flags_reads_test_knobs(tmp_path, monkeypatch):
     monkeypatch.setenv("MERGENET_TEST_THROTTLE_S", "0.5")
     monkeypatch.setenv("MERGENET_TEST_TAMPER", "1")
-    cfg = NodeConfig.from_flags(tmp_path, None, "10.0.0.1:7470", False, "/ip4/1.2.3.4/tcp/1/p2p/x")
+    cfg = NodeConfig.from_flags(tmp_path, None, "10.0.0.1:7470", False, None)
     assert (cfg.listen, cfg.peers, cfg.dht, cfg.transfer_throttle_s, cfg.transfer_tamper) == (
         "127.0.0.1:7470", ("10.0.0.1:7470",), False, 0.5, True)
     monkeypatch.setenv("MERGENET_TEST_THROTTLE_S", "fast")
@@ -94,5 +94,7 @@ def test_advertised_address(tmp_path):
     assert named.advertised_addr(7470) == "node1:7470"
     wild = NodeConfig(home=tmp_path, listen="0.0.0.0:7470").advertised_addr(7470)
     assert not wild.startswith("0.0.0.0") and wild.endswith(":7470")
+    with pytest.raises(NodeInputError, match="--no-dht"):
+        NodeConfig(home=tmp_path, dht=False, initial_peers=("/ip4/1.2.3.4/tcp/1",))
     with pytest.raises(NodeInputError, match="--advertise"):
         NodeConfig(home=tmp_path, advertise="nope")
