@@ -34,7 +34,7 @@ from node.plans.model import (
     Result,
     VerificationPolicy,
 )
-from node.plans.ports import EngineConfig, Jobs, Resolver, Transport
+from node.plans.ports import EngineConfig, ExecutorWatch, Jobs, Resolver, Transport
 from node.plans.signing import bundle_digest, sign, verify
 from node.plans.state import (
     BIDDING,
@@ -67,7 +67,7 @@ class PlanEngine:
         self._lock = threading.Lock()
         self._seen: dict[str, None] = {}  # insertion-ordered, so the oldest can be dropped
         self._pending: dict[str, list[tuple[str, Signed]]] = {}
-        self._checked: dict[str, float] = {}  # plan id → when its executor was last checked
+        self._watch = ExecutorWatch(config)
 
     # ---- local entry points ------------------------------------------------------------------
 
@@ -255,11 +255,7 @@ class PlanEngine:
         """Replace a committed executor that stopped answering (the node died) by the next best
         bidder, with a commit of a higher round; its late result, if any, is then ignored."""
         current: Commit = record.commit.body  # type: ignore[union-attr]
-        if now - record.committed_at < self.config.executor_grace_s or \
-                now - self._checked.get(record.plan_id, 0.0) < self.config.executor_check_s:
-            return
-        self._checked[record.plan_id] = now
-        if self.transport.alive(current.executor.address):
+        if not self._watch.dead(record, now, self.transport.alive):
             return
         gone = {*record.replaced, current.executor.key_id}
         bids = {key: s.body for key, s in record.bids.items() if key not in gone}

@@ -28,6 +28,7 @@ BID_DEADLINE_S = 60.0
 # then is asked whether it is alive every EXECUTOR_CHECK_S; a dead one is replaced.
 EXECUTOR_GRACE_S = 10.0
 EXECUTOR_CHECK_S = 5.0
+EXECUTOR_MISSES = 2  # consecutive failed checks: one slow answer on a busy machine is not death
 
 
 class Transport(Protocol):
@@ -67,7 +68,33 @@ class EngineConfig:
     bid_deadline_s: float = BID_DEADLINE_S
     executor_grace_s: float = EXECUTOR_GRACE_S
     executor_check_s: float = EXECUTOR_CHECK_S
+    executor_misses: int = EXECUTOR_MISSES
 
     def __post_init__(self) -> None:
         if self.consent_policy not in CONSENT_POLICIES:
             raise PlanInputError(f"consent policy {self.consent_policy!r} is not one of {', '.join(CONSENT_POLICIES)}")
+
+
+class ExecutorWatch:
+    """The proposer's view of whether a committed executor is still alive: checked after a
+    grace period, at most every `executor_check_s`, dead after `executor_misses` failed checks
+    in a row (one slow answer on a busy machine is not death)."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self._checked: dict[str, float] = {}  # plan id → last check
+        self._misses: dict[str, int] = {}  # "plan id#round" → failed checks in a row
+
+    def dead(self, record: PlanRecord, now: float, alive: Callable[[str], bool]) -> bool:
+        commit = record.commit.body  # type: ignore[union-attr]
+        cfg = self.config
+        if now - record.committed_at < cfg.executor_grace_s or \
+                now - self._checked.get(record.plan_id, 0.0) < cfg.executor_check_s:
+            return False
+        self._checked[record.plan_id] = now
+        key = f"{record.plan_id}#{commit.round}"
+        if alive(commit.executor.address):
+            self._misses.pop(key, None)
+            return False
+        self._misses[key] = self._misses.get(key, 0) + 1
+        return self._misses[key] >= cfg.executor_misses
