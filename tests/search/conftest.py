@@ -42,11 +42,16 @@ def train_memorizer(out_dir: Path, steps: int = 200, seed: int = 0) -> Path:
     mask = (ids != 0).long()
     labels = ids.masked_fill(mask == 0, -100)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(steps):
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see one_torch_thread: session fixtures run before it
+    try:
+        for _ in range(steps):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
     model.save_pretrained(out_dir, safe_serialization=True)
     return out_dir
 

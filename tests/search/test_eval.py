@@ -109,3 +109,19 @@ def test_bad_model_folder_exits_2(cli, tmp_path):
     tasks = write_jsonl(tmp_path / "t.jsonl", [{"prompt": "1+1=", "answer": "2"}])
     res = cli("eval", tmp_path, "--tasks", tasks)
     assert res.code == 2 and "config.json" in res.err
+
+
+def test_cli_eval_by_registry_id(cli, home, memorizer, tmp_path):
+    import shutil
+
+    from registry.local import LocalRegistry
+
+    copy = tmp_path / "mem"
+    shutil.copytree(memorizer, copy)
+    reg = LocalRegistry(home)
+    model_id = reg.submit(copy).id
+    reg.close()
+    tasks = write_jsonl(tmp_path / "t.jsonl", [{"prompt": p, "answer": a} for p, a in FACTS.items()])
+    res = cli("eval", model_id, "--tasks", tasks, "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["accuracy"] == 1.0
