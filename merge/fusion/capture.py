@@ -98,7 +98,9 @@ def load_model(path: Path, device: str) -> Any:
 
     check_model_dir(path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, use_safetensors=True)
+        # float32 whatever the checkpoint holds (the distillation targets are compared in float32);
+        # `.float()` rather than a dtype argument, whose name differs across transformers versions.
+        model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True).float()
     except (OSError, ValueError) as exc:
         raise MergeInputError(f"model folder {path} cannot be loaded as a causal LM: "
                               f"{' '.join(str(exc).split())}") from None
