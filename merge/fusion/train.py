@@ -10,6 +10,7 @@ seeds, so an interrupted fusion converges to the same weights as an uninterrupte
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -127,13 +128,14 @@ def train_target(target_dir: Path, cap: Capture, fused: Fused, settings: TrainSe
     """Train (resuming from `ckpt_dir` when it holds a checkpoint with the same key); returns the
     trained model and what happened."""
     ckpt_dir = Path(ckpt_dir)
-    done_epochs, source = _resume_point(ckpt_dir, key)
+    done_epochs, source, saved_before = _resume_point(ckpt_dir, key)
     model = load_model(source if source else target_dir, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr)
     if source:
         _load_optimizer(optimizer, source / "optimizer.safetensors", device)
         log.info("resuming fusion training after epoch %d from %s", done_epochs, source)
-    before = evaluate(model, cap, fused, settings.batch_size, device)
+    # A resumed run reports the metrics of the untrained target, saved with the first checkpoint.
+    before = saved_before or evaluate(model, cap, fused, settings.batch_size, device)
     per_epoch = -(-cap.n_seqs // settings.batch_size)
     total_steps, step, tokens = settings.epochs * per_epoch, done_epochs * per_epoch, 0
     t0 = time.perf_counter()
@@ -152,26 +154,26 @@ def train_target(target_dir: Path, cap: Capture, fused: Fused, settings: TrainSe
             tokens += int(batch.attention_mask.sum())
             if progress:
                 progress(step, total_steps)
-        _save_checkpoint(model, optimizer, ckpt_dir, epoch + 1, key)
+        _save_checkpoint(model, optimizer, ckpt_dir, epoch + 1, key, before)
     seconds = time.perf_counter() - t0
     after = evaluate(model, cap, fused, settings.batch_size, device)
     return model, TrainOutcome(before=before, after=after, steps=step, tokens=tokens, seconds=seconds,
                                resumed_from_epoch=done_epochs)
 
 
-def _resume_point(ckpt_dir: Path, key: str) -> tuple[int, Path | None]:
+def _resume_point(ckpt_dir: Path, key: str) -> tuple[int, Path | None, Metrics | None]:
     state_path = ckpt_dir / STATE_FILE
     if not state_path.is_file():
-        return 0, None
+        return 0, None, None
     state = json.loads(state_path.read_text())
     folder = ckpt_dir / state.get("checkpoint", "")
     if state.get("key") != key or not (folder / "config.json").is_file():
-        return 0, None
-    return int(state["epochs_done"]), folder
+        return 0, None, None
+    return int(state["epochs_done"]), folder, Metrics(**state["before"])
 
 
 def _save_checkpoint(model: Any, optimizer: torch.optim.Optimizer, ckpt_dir: Path, epochs_done: int,
-                     key: str) -> None:
+                     key: str, before: Metrics) -> None:
     """Write the epoch's folder completely, then point state.json at it (atomic replace)."""
     name = f"epoch-{epochs_done}"
     tmp = ckpt_dir / f".{name}.tmp"
@@ -182,7 +184,8 @@ def _save_checkpoint(model: Any, optimizer: torch.optim.Optimizer, ckpt_dir: Pat
     shutil.rmtree(ckpt_dir / name, ignore_errors=True)
     tmp.rename(ckpt_dir / name)
     state_tmp = ckpt_dir / f".{STATE_FILE}.tmp"
-    state_tmp.write_text(json.dumps({"key": key, "epochs_done": epochs_done, "checkpoint": name}))
+    state_tmp.write_text(json.dumps({"key": key, "epochs_done": epochs_done, "checkpoint": name,
+                                     "before": dataclasses.asdict(before)}))
     state_tmp.replace(ckpt_dir / STATE_FILE)
     for old in ckpt_dir.glob("epoch-*"):
         if old.name != name:

@@ -96,6 +96,7 @@ def test_interrupted_training_resumes_to_the_same_weights(fused, world, tmp_path
     assert not (tmp_path / "out").exists()
     resumed = run_fusion(_recipe(world), tmp_path / "out", work_dir=work)
     assert "train-epochs-1" in resumed.reused
+    assert resumed.before == fused[0].before  # the untrained target's metrics, kept from the first run
     reference, got = _weights(root / "out"), _weights(tmp_path / "out")
     assert all(torch.equal(reference[k], got[k]) for k in reference)
 
