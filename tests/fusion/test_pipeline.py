@@ -123,3 +123,18 @@ def test_cli_fuse_with_registry_ids_and_submit(cli, world, home, tmp_path):
     assert prov["data_sha256"] == file_sha256(world["train"]) and prov["recipe"]["sources"] == ids
     assert doc["sources"] == ids and all(i in (tmp_path / "out" / "README.md").read_text() for i in ids)
     assert not list(tmp_path.glob(".out.*"))  # the default work dir with the materialized inputs is gone
+
+
+def test_cli_fuse_on_the_shared_family_fixtures(cli, families, tmp_path):
+    from tests.fusion.world import make_examples, write_jsonl
+
+    write_jsonl(tmp_path / "train.jsonl", make_examples(32, seed=3))
+    recipe = tmp_path / "fuse.yaml"
+    # three architectures; the family fixtures share one tokenizer, so alignment is near one-to-one
+    recipe.write_text(f"target: {families['gpt2'][0]}\n"
+                      f"sources: [{families['llama'][1][0]}, {families['qwen2'][1][1]}]\n"
+                      "data: train.jsonl\nepochs: 1\nbatch_size: 16\nmax_length: 48\nlr: 0.003\nfusion: avg_ce\n")
+    res = cli("fuse", recipe, "-o", tmp_path / "out")
+    assert res.code == 0, res.err
+    assert "fused 2 source(s)" in res.out and "LM loss" in res.out
+    assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "README.md").is_file()
