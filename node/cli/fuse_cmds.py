@@ -41,13 +41,17 @@ def run_fuse(args: argparse.Namespace, ctx: Context) -> int:
     # Registry ids become verified folders inside the work dir: kept for a resumed run, and removed
     # with the default work dir once the output exists.
     inputs_dir = (args.work_dir or default_work_dir(args.out)) / "inputs"
-    with ctx.progress("fuse", unit="step") as bar:
-        result = run_fusion(recipe, args.out, device=args.device, work_dir=args.work_dir, progress=bar,
-                            resolve=lambda ref: _materialize(ctx, ref, inputs_dir))
-    doc: dict[str, Any] = result.to_dict()
-    if args.submit:
-        record = _registry(ctx).submit(result.out_dir, kind="merged", provenance=_provenance(ctx, recipe, result))
-        doc["id"] = record.id
+    registry = _Registry(ctx.home)
+    try:
+        with ctx.progress("fuse", unit="step") as bar:
+            result = run_fusion(recipe, args.out, device=args.device, work_dir=args.work_dir, progress=bar,
+                                resolve=lambda ref: _materialize(registry.get(), ref, inputs_dir))
+        doc: dict[str, Any] = result.to_dict()
+        if args.submit:
+            provenance = _provenance(registry.get(), recipe, result)
+            doc["id"] = registry.get().submit(result.out_dir, kind="merged", provenance=provenance).id
+    finally:
+        registry.close()
     text = (f"fused {len(recipe.sources)} source(s) into {result.out_dir}\n"
             f"  LM loss {result.before.lm_loss:.4f} → {result.after.lm_loss:.4f}, "
             f"KL to fused {result.before.fused_kl:.4f} → {result.after.fused_kl:.4f} "
@@ -58,15 +62,26 @@ def run_fuse(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def _registry(ctx: Context) -> Any:
-    from registry.local import LocalRegistry
+class _Registry:
+    """The home's LocalRegistry, opened only if an id must be resolved or the output submitted."""
 
-    return LocalRegistry(ctx.home)
+    def __init__(self, home: Path) -> None:
+        self.home, self.registry = home, None
+
+    def get(self) -> Any:
+        if self.registry is None:
+            from registry.local import LocalRegistry
+
+            self.registry = LocalRegistry(self.home)
+        return self.registry
+
+    def close(self) -> None:
+        if self.registry is not None:
+            self.registry.close()
 
 
-def _materialize(ctx: Context, ref: str, inputs_dir: Path) -> Path:
+def _materialize(reg: Any, ref: str, inputs_dir: Path) -> Path:
     """A registry id as a verified folder (reused when an earlier run of this work dir made it)."""
-    reg = _registry(ctx)
     model_id = reg.resolve(ref)
     folder = inputs_dir / model_id.removeprefix(ID_PREFIX)[:16]
     if not folder.is_dir():
@@ -74,14 +89,14 @@ def _materialize(ctx: Context, ref: str, inputs_dir: Path) -> Path:
     return folder
 
 
-def _provenance(ctx: Context, recipe: Any, result: Any) -> dict[str, Any]:
+def _provenance(reg: Any, recipe: Any, result: Any) -> dict[str, Any]:
     """Inputs are named by model id where one is known (an id in the recipe, or a signed folder),
     else by path; the recipe is recorded exactly as written."""
     from importlib import metadata
 
     inputs = []
     for role, ref in [("target", recipe.target), *(("source", s) for s in recipe.sources)]:
-        inputs.append({"role": role, "ref": ref, "id": _model_id(ctx, ref)})
+        inputs.append({"role": role, "ref": ref, "id": _model_id(reg, ref)})
     try:
         version = metadata.version("mergenet")
     except metadata.PackageNotFoundError:
@@ -93,14 +108,14 @@ def _provenance(ctx: Context, recipe: Any, result: Any) -> dict[str, Any]:
     }
 
 
-def _model_id(ctx: Context, ref: str) -> str | None:
+def _model_id(reg: Any, ref: str) -> str | None:
     from registry.errors import RegistryError
 
     try:
         if ref.startswith(ID_PREFIX):
-            return _registry(ctx).resolve(ref)
+            return reg.resolve(ref)
         if (Path(ref) / "model.sig").is_file():
-            return _registry(ctx).verify(ref).id
+            return reg.verify(ref).id
     except RegistryError:
         return None
     return None
