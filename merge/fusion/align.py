@@ -126,14 +126,16 @@ def build_vocab_map(src_vocab: Sequence[str], tgt_vocab: Sequence[str], needed: 
                     workers: int = 1) -> np.ndarray:
     """Source id → target id: same canonical string, else same marker-stripped string, else the target
     token closest by edit distance (lowest id on ties). Only `needed` ids are mapped (others −1):
-    a 32k × 150k distance matrix is wasted work when the data touches a few thousand tokens."""
+    a 32k × 150k distance matrix is wasted work when the data touches a few thousand tokens.
+    Ids past the tokenizer (embedding rows padded beyond the vocabulary) have no string: −1 too."""
     exact: dict[str, int] = {}
     stripped: dict[str, int] = {}
     for tid, tok in enumerate(tgt_vocab):
         exact.setdefault(canonical(tok), tid)
         stripped.setdefault(strip_markers(tok), tid)
     ids = np.arange(len(src_vocab)) if needed is None else np.unique(np.asarray(needed, dtype=np.int64))
-    vmap = np.full(len(src_vocab), -1, dtype=np.int64)
+    vmap = np.full(max(len(src_vocab), int(ids.max(initial=-1)) + 1), -1, dtype=np.int64)
+    ids = ids[ids < len(src_vocab)]
     pending = []
     for sid in ids.tolist():
         tok = src_vocab[sid]
@@ -174,8 +176,11 @@ def project_capture(src: Capture, tgt: Capture, src_vocab: Sequence[str], tgt_vo
     n_tgt = int(tgt_rows[-1])
     ids = torch.empty((n_tgt, k), dtype=torch.int64)
     probs = torch.zeros((n_tgt, k), dtype=torch.float32)
-    src_probs = torch.softmax(src.topk_logits.float(), dim=-1)
     mapped_ids = torch.from_numpy(vmap)[src.topk_ids]
+    # Unmapped ids (padded embedding rows without a token) lose their mass; the rest is renormalized.
+    src_probs = torch.softmax(src.topk_logits.float(), dim=-1) * (mapped_ids >= 0)
+    src_probs = src_probs / src_probs.sum(dim=-1, keepdim=True).clamp(min=1e-12)
+    mapped_ids = mapped_ids.clamp(min=0)
     src_plain = np.array([strip_markers(t) for t in src_vocab], dtype=object)
     tgt_plain = np.array([strip_markers(t) for t in tgt_vocab], dtype=object)
     aligned = 0

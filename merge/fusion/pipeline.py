@@ -10,6 +10,7 @@ records the sources, the data's sha256 and the settings.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -34,7 +35,7 @@ from merge.fusion.train import Metrics, TrainSettings, train_target
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump when a step's saved output changes meaning, so old work dirs are not reused
+FORMAT_VERSION = 2  # bump when a step's saved output changes meaning, so old work dirs are not reused
 Progress = Callable[[int, int], None]
 
 
@@ -101,8 +102,9 @@ def run_fusion(recipe: FusionRecipe | Mapping[str, Any] | str | Path, out_dir: P
 
     captures, cap_keys = _capture_step(recipe, models, examples, digest, work, dev, tracker, reused)
     target_tok = cap_mod.load_tokenizer(models[0])
-    projections, align_keys = _align_step(models, captures, cap_keys, vocab_strings(target_tok), work, tracker,
-                                          reused)
+    # Only ids the target's embedding has may receive mass (a tokenizer can hold more added tokens).
+    target_vocab = vocab_strings(target_tok)[:_config_vocab_size(models[0]) or None]
+    projections, align_keys = _align_step(models, captures, cap_keys, target_vocab, work, tracker, reused)
     fuse_key = step_key({"v": FORMAT_VERSION, "step": "fuse", "inputs": [cap_keys[0], *align_keys],
                          "ce": cap_keys, "fusion": recipe.fusion})
     fused = _fuse_step(recipe, captures, projections, work / "fused.safetensors", fuse_key, reused)
@@ -183,6 +185,11 @@ def _fuse_step(recipe: FusionRecipe, captures: list[cap_mod.Capture], projection
     fused = fuse(projections, FUSION_FUNCTIONS[recipe.fusion](ce), row_sequence_index(captures[0].resp_offsets()))
     save_tensors({"ids": fused.ids, "probs": fused.probs, "weights": fused.weights}, path, key)
     return fused
+
+
+def _config_vocab_size(model: Path) -> int | None:
+    value = json.loads((model / "config.json").read_text()).get("vocab_size")
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def _model_path(ref: str, resolve: Callable[[str], Path] | None) -> Path:

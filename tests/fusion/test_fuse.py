@@ -108,3 +108,18 @@ def test_fused_rows_are_distributions(n_candidates, n_seqs, k, seed):
         assert bool((fused.probs >= 0).all()) and bool(((fused.ids >= 0) & (fused.ids < 50)).all())
         if bool((weights.max(1).values == 1).all()):
             assert fused.ids.shape[1] <= k  # min_ce keeps only the chosen candidate's entries
+
+
+def test_projection_drops_ids_past_the_tokenizer():
+    # the source model's embedding has a padded row 4 that no token owns; it is in the top-k of row 0
+    src_vocab, tgt_vocab = ["<bos>", "Ġa", "Ġb", "Ġc"], ["<bos>", "▁a", "▁b", "▁c"]
+    from merge.fusion.align import build_vocab_map
+
+    vmap = build_vocab_map(src_vocab, tgt_vocab, needed=[0, 1, 2, 3, 4])
+    assert vmap.tolist() == [0, 1, 2, 3, -1]
+    src = _capture([([0, 1, 2], 1)], topk_ids=[[4, 2], [3, 1]], logits=[[5.0, 0.0], [0.0, 0.0]])
+    tgt = _capture([([0, 1, 2], 1)], topk_ids=[[1, 2], [1, 2]], logits=[[0.0, 0.0]] * 2)
+    proj = project_capture(src, tgt, src_vocab, tgt_vocab, vmap)
+    assert proj.aligned == 2
+    assert proj.probs[0].tolist() == [0.0, 1.0] and proj.ids[0, 1] == 2
+    assert torch.allclose(proj.probs[1], torch.tensor([0.5, 0.5]))
