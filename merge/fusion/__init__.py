@@ -10,6 +10,8 @@ token distributions on instruction–response data:
     fuse, FUSION_FUNCTIONS    → fuse.py       (step 3a: min_ce / avg_ce)
     train_target              → train.py      (step 3b: λ·LM + (1−λ)·CE-to-fused, checkpoints)
     run_fusion, FusionResult  → pipeline.py   (the entry point; restartable, atomic output)
+    step_key, save_tensors    → store.py      (keyed step outputs in the work dir)
+    model_card                → card.py       (README.md of the output)
 
     result = run_fusion(load_recipe("fuse.yaml"), Path("out"))
 """
