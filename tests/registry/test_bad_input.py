@@ -10,6 +10,7 @@ import struct
 from pathlib import Path
 
 import pytest
+
 from tests.registry.registry_helpers import leftovers, one_line_error, store_blobs
 
 

@@ -6,11 +6,11 @@ import json
 import shutil
 
 import pytest
-from tests.registry.registry_helpers import one_line_error
 
 from registry.errors import BadModelError, VerificationError
 from registry.local import LocalRegistry
 from registry.statements import ATTESTATION_V1, CONSENT_V1, sign_statement
+from tests.registry.registry_helpers import one_line_error
 
 
 def test_manifest_fields_and_fingerprints(model_copy, home):

@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+
 from tests.registry.registry_helpers import one_line_error
 
 
