@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from merge.alloc import heap_reuse
 from merge.card import model_card
 from merge.errors import MergeError, MergeInputError, RecipeError
 from merge.io import CENSUS, DTYPES, ModelReader
@@ -130,7 +131,8 @@ def compute_tensors(recipe: Recipe, names: list[str], device: str = "cpu") -> di
     plan = plan_merge(recipe, readers)
     dev = resolve_device(device)
     try:
-        return {name: _compute(readers, plan, plan.task(name), dev).cpu() for name in names}
+        with heap_reuse():
+            return {name: _compute(readers, plan, plan.task(name), dev).cpu() for name in names}
     finally:
         for r in readers.values():
             r.close()
@@ -167,6 +169,22 @@ def _write_config(plan: MergePlan, readers: dict[str, ModelReader], tmp: Path, o
             shutil.copyfile(tok / name, tmp / name)
 
 
+def _stream(plan: MergePlan, readers: dict[str, ModelReader], writer: ShardedWriter,
+            layout: list[tuple[str, tuple[int, ...], torch.dtype]], dev: torch.device,
+            progress: Callable[[int, int], None] | None) -> None:
+    """The loop itself: one task at a time, each output written before the next is loaded."""
+    try:
+        for i, (task, (_, _, dtype)) in enumerate(zip(plan.tasks, layout, strict=True)):
+            out = _compute(readers, plan, task, dev).to(dtype)
+            writer.write(task.name, out)
+            del out
+            if progress:
+                progress(i + 1, len(plan.tasks))
+        writer.finish()
+    finally:
+        writer.abort()
+
+
 def run_merge(recipe: Recipe, out_dir: Path | str, *, device: str = "auto", out_dtype: str | None = None,
               shard_size: int = DEFAULT_SHARD_SIZE, progress: Callable[[int, int], None] | None = None,
               inputs: Mapping[str, str] | None = None, card_recipe: Recipe | None = None,
@@ -192,16 +210,8 @@ def run_merge(recipe: Recipe, out_dir: Path | str, *, device: str = "auto", out_
         layout = [(t.name, t.shape, _out_dtype(t, requested)) for t in plan.tasks]
         writer = ShardedWriter(tmp, layout, shard_size)
         CENSUS.reset_peak()
-        try:
-            for i, (task, (_, _, dtype)) in enumerate(zip(plan.tasks, layout, strict=True)):
-                out = _compute(readers, plan, task, dev).to(dtype)
-                writer.write(task.name, out)
-                del out
-                if progress:
-                    progress(i + 1, len(plan.tasks))
-            writer.finish()
-        finally:
-            writer.abort()
+        with heap_reuse():
+            _stream(plan, readers, writer, layout, dev, progress)
         _write_config(plan, readers, tmp, requested)
         (tmp / "README.md").write_text(model_card(card_recipe or recipe, inputs, device=dev.type, version=version))
         if out_dir.exists():

@@ -2,6 +2,7 @@
 (breadcrumbs) and Bernoulli dropping (DARE).
 
     delta = magnitude(delta, density=0.3)               # keep the 30% largest |delta|
+    trim = plan_trim(delta, density=0.3)                # the same decision, applied block-wise later
     delta = bernoulli(delta, density=0.3, generator=g)  # DARE: drop, then rescale by 1/density
 
 Trimming keeps k = max(1, int(density·numel)) entries (density ≥ 1 keeps all, ≤ 0 none), as
@@ -13,6 +14,7 @@ may overwrite their input and return it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -21,6 +23,7 @@ import torch
 # input and allocates int64 indices, which would be 3× the tensor in scratch memory).
 DIRECT_SELECT_MAX = 1 << 20
 SAMPLE_SIZE = 1 << 16
+BLOCK = 1 << 17  # elements per cache-resident block of the block-wise passes
 L1_EPS = 1e-7
 
 
@@ -58,6 +61,84 @@ def topk_mask(a: torch.Tensor, k: int) -> torch.Tensor:
         eq = (a == thr).reshape(-1).nonzero().reshape(-1)[:need]
         mask.reshape(-1)[eq] = True
     return mask
+
+
+@dataclass(frozen=True)
+class Trim:
+    """Magnitude trimming decided for one whole tensor, applied block by block.
+
+    Entries with |x| > threshold stay, entries below go; of the `n_tied` entries equal to the
+    threshold the first `keep_tied` (by index) stay.
+    """
+
+    threshold: float
+    keep_tied: int
+    n_tied: int
+
+
+def plan_trim(delta: torch.Tensor, density: float) -> Trim | None:
+    """The trim that keeps the `density` share of largest magnitudes; None when nothing is dropped."""
+    n = delta.numel()
+    k = trim_count(density, n)
+    if k >= n:
+        return None
+    if k == 0:
+        return Trim(math.inf, 0, 0)
+    thr, n_gt, n_eq = _kth_abs(delta.reshape(-1), k)
+    if thr == 0:  # every nonzero entry survives; dropping zeros changes nothing
+        return None
+    return Trim(thr, k - n_gt, n_eq)
+
+
+def _kth_abs(flat: torch.Tensor, k: int) -> tuple[float, int, int]:
+    """(k-th largest |x|, how many |x| exceed it, how many equal it), reading `flat` once in blocks."""
+    n = flat.numel()
+    if n > DIRECT_SELECT_MAX:
+        step = max(1, n // SAMPLE_SIZE)
+        sample = flat[::step].abs().sort().values
+        m = sample.numel()
+        q = 1.0 - k / n
+        margin = 6.0 * math.sqrt(m * q * (1 - q)) + 32
+        lo = float(sample[max(0, int(q * m - margin))])
+        hi = float(sample[min(m - 1, int(q * m + margin))])
+        above, bands = 0, []
+        for start in range(0, n, BLOCK):
+            a = flat[start:start + BLOCK].abs()
+            above += int((a > hi).sum())
+            bands.append(a[(a >= lo) & (a <= hi)])
+        band = torch.cat(bands)
+        if above < k <= above + band.numel():
+            thr = band.kthvalue(band.numel() - (k - above) + 1).values
+            return float(thr), above + int((band > thr).sum()), int((band == thr).sum())
+    a = flat.abs()  # small tensor, or the sample misled us: exact on the whole tensor
+    thr = a.kthvalue(n - k + 1).values
+    return float(thr), int((a > thr).sum()), int((a == thr).sum())
+
+
+class TrimCursor:
+    """Applies a Trim to consecutive blocks of one tensor, tracking tied entries already kept."""
+
+    def __init__(self, trim: Trim) -> None:
+        self.trim = trim
+        self.tied_seen = 0
+
+    def apply(self, block: torch.Tensor) -> None:
+        t = self.trim
+        a = block.abs()
+        if t.keep_tied >= t.n_tied or t.keep_tied == 0:
+            # multiply by the 0/1 keep mask built in place: no boolean temporaries
+            keep = a.ge_(t.threshold) if t.keep_tied else a.gt_(t.threshold)
+            block.mul_(keep)
+            return
+        tied = a == t.threshold
+        block.mul_(a.ge_(t.threshold))
+        count = int(tied.sum())
+        room = max(0, t.keep_tied - self.tied_seen)
+        if room == 0:
+            block.masked_fill_(tied, 0)
+        elif count > room:
+            block.view(-1)[tied.view(-1).nonzero().view(-1)[room:]] = 0
+        self.tied_seen += count
 
 
 def trim_count(density: float, numel: int) -> int:

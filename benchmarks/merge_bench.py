@@ -1,0 +1,269 @@
+"""Benchmark: `mergenet merge` vs `mergekit-yaml` (mergekit 0.1.5) on a ~270M-parameter bf16 set.
+
+    python benchmarks/merge_bench.py [--methods linear,ties,slerp] [--mergekit .venv-mergekit/bin/mergekit-yaml]
+
+Generates a Llama-shaped base and two "fine-tuned" experts (random bf16 safetensors, two shards
+each, under benchmarks/_work/), then for each method runs both tools as separate processes on
+the same recipe (`dtype: float32` compute, `out_dtype: bfloat16`), and prints wall time, peak
+RSS (the child's ru_maxrss), the I/O floor (reading every input once from page cache), the
+speed-up / memory ratio against the targets, and how many output elements differ by more than
+one bf16 ulp. On a CUDA machine it also times `--device cuda` and reports GB/s of weights read +
+written. mergekit runs from its own virtual environment (see the README / report for setup).
+Not a test: numbers depend on the machine and on whatever else shares its CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+ROOT = Path(__file__).resolve().parent
+WORK = ROOT / "_work"
+REPO = ROOT.parent
+# Llama-shaped: 32000 vocab, hidden 1024, 16 layers, MLP 2816 → ≈ 271M parameters.
+SHAPE = {"vocab": 32000, "hidden": 1024, "layers": 16, "intermediate": 2816, "heads": 16}
+TARGETS = {"ties": 2.0, "linear": 1.5, "slerp": 1.5}
+RSS_TARGET = 0.6
+TIES_DENSITIES = (0.5, 0.3)  # expert1, expert2 in the ties recipe below
+
+
+def tensor_shapes() -> dict[str, tuple[int, ...]]:
+    v, h, n, i = SHAPE["vocab"], SHAPE["hidden"], SHAPE["layers"], SHAPE["intermediate"]
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (v, h)}
+    for layer in range(n):
+        p = f"model.layers.{layer}."
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            shapes[f"{p}self_attn.{proj}.weight"] = (h, h)
+        shapes[f"{p}mlp.gate_proj.weight"] = (i, h)
+        shapes[f"{p}mlp.up_proj.weight"] = (i, h)
+        shapes[f"{p}mlp.down_proj.weight"] = (h, i)
+        shapes[f"{p}input_layernorm.weight"] = (h,)
+        shapes[f"{p}post_attention_layernorm.weight"] = (h,)
+    shapes["model.norm.weight"] = (h,)
+    shapes["lm_head.weight"] = (v, h)
+    return shapes
+
+
+def write_model(folder: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Two shards plus an index, config and tokenizer: a Hugging Face style folder."""
+    from transformers import LlamaConfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(tensors)
+    half = len(names) // 2
+    files = {"model-00001-of-00002.safetensors": names[:half], "model-00002-of-00002.safetensors": names[half:]}
+    weight_map = {}
+    for file, part in files.items():
+        save_file({n: tensors[n] for n in part}, str(folder / file), metadata={"format": "pt"})
+        weight_map.update({n: file for n in part})
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
+    cfg = LlamaConfig(vocab_size=SHAPE["vocab"], hidden_size=SHAPE["hidden"], intermediate_size=SHAPE["intermediate"],
+                      num_hidden_layers=SHAPE["layers"], num_attention_heads=SHAPE["heads"],
+                      num_key_value_heads=SHAPE["heads"], tie_word_embeddings=False, torch_dtype="bfloat16",
+                      architectures=["LlamaForCausalLM"])
+    cfg.save_pretrained(folder)
+    for f in (WORK / "tokenizer").iterdir():
+        shutil.copy(f, folder / f.name)
+
+
+def make_models() -> tuple[Path, Path, Path]:
+    base, e1, e2 = WORK / "base", WORK / "expert1", WORK / "expert2"
+    if all((m / "model.safetensors.index.json").is_file() for m in (base, e1, e2)):
+        return base, e1, e2
+    from node.tinymodels import make_tokenizer
+
+    make_tokenizer(WORK / "tokenizer")
+    gen = torch.Generator().manual_seed(0)
+    shapes = tensor_shapes()
+    base_t = {n: (torch.randn(s, generator=gen) * 0.02 + (1.0 if len(s) == 1 else 0.0)).to(torch.bfloat16)
+              for n, s in shapes.items()}
+    write_model(base, base_t)
+    for folder, scale in ((e1, 0.004), (e2, 0.003)):
+        out = {}
+        for n, t in base_t.items():
+            delta = torch.randn(t.shape, generator=gen) * scale
+            delta *= torch.rand(t.shape, generator=gen) < 0.6
+            out[n] = (t.float() + delta).to(torch.bfloat16)
+        write_model(folder, out)
+    return base, e1, e2
+
+
+def recipe(method: str, base: Path, e1: Path, e2: Path) -> dict:
+    common = {"dtype": "float32", "out_dtype": "bfloat16"}
+    if method == "linear":
+        return {"merge_method": "linear", **common, "models": [
+            {"model": str(base), "parameters": {"weight": 0.4}}, {"model": str(e1), "parameters": {"weight": 0.3}},
+            {"model": str(e2), "parameters": {"weight": 0.3}}]}
+    if method == "ties":
+        return {"merge_method": "ties", "base_model": str(base), **common, "models": [
+            {"model": str(e1), "parameters": {"weight": 0.6, "density": TIES_DENSITIES[0]}},
+            {"model": str(e2), "parameters": {"weight": 0.4, "density": TIES_DENSITIES[1]}}]}
+    if method == "slerp":
+        return {"merge_method": "slerp", "base_model": str(base), **common,
+                "parameters": {"t": [{"filter": "self_attn", "value": [0, 0.5, 0.3, 0.7, 1]},
+                                     {"filter": "mlp", "value": [1, 0.5, 0.7, 0.3, 0]}, {"value": 0.5}]},
+                "slices": [{"sources": [{"model": str(base), "layer_range": [0, SHAPE["layers"]]},
+                                        {"model": str(e1), "layer_range": [0, SHAPE["layers"]]}]}]}
+    raise ValueError(method)
+
+
+# Runs one command and reports its own resources. It is a separate small process because Linux
+# carries a parent's peak RSS into children it forks: measured from this (large) process,
+# ru_maxrss would report at least our own size.
+_WRAPPER = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+err = proc.stderr.read()
+_, status, usage = os.wait4(proc.pid, 0)
+print(json.dumps({"wall": time.perf_counter() - start, "rss_gb": usage.ru_maxrss / 1e6,
+                  "cpu": usage.ru_utime + usage.ru_stime, "code": os.waitstatus_to_exitcode(status),
+                  "err": err.decode(errors="replace")[-2000:]}))
+"""
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> dict:
+    """Wall seconds, CPU seconds and peak RSS (GB) of one run of `cmd`; raises if it fails."""
+    out = subprocess.run([sys.executable, "-c", _WRAPPER, *cmd], capture_output=True, text=True, env=env, check=True)
+    res = json.loads(out.stdout)
+    if res["code"]:
+        raise RuntimeError(f"{cmd[0]} failed ({res['code']}): {res['err']}")
+    return res
+
+
+def best(runs: list[dict]) -> dict:
+    return min(runs, key=lambda r: r["wall"])
+
+
+def io_floor(models: list[Path]) -> float:
+    """Seconds to read every input weight file once (run twice: the first warms the page cache)."""
+    files = [f for m in models for f in m.glob("*.safetensors")]
+    buf = bytearray(16 << 20)
+    best = float("inf")
+    for _ in range(2):
+        start = time.perf_counter()
+        for f in files:
+            with open(f, "rb", buffering=0) as fh:
+                while fh.readinto(buf):
+                    pass
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def load_dir(folder: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        out.update(load_file(str(f)))
+    return out
+
+
+def compare(a_dir: Path, b_dir: Path, inputs: list[Path] | None = None) -> dict:
+    """Elements differing by more than one bf16 ulp, of how many, the max |difference|, and (for
+    TIES, given [base, experts...]) how many of the differing elements sit where some expert's
+    |delta| equals its trim threshold: a tie that each tool may break differently."""
+    a, b = load_dir(a_dir), load_dir(b_dir)
+    if set(a) != set(b):
+        raise RuntimeError(f"tensor names differ: {sorted(set(a) ^ set(b))[:3]}")
+    res = {"bad": 0, "total": 0, "max": 0.0, "tied": 0}
+    readers = [load_dir(m) for m in inputs] if inputs else None
+    for k in a:
+        x, y = a[k].float(), b[k].float()
+        diff = (x - y).abs()
+        ulp = torch.maximum(x.abs(), y.abs()) * 2.0**-7 + 1e-30  # bf16 keeps 8 significant bits
+        bad = diff > ulp
+        res["bad"] += int(bad.sum())
+        res["total"] += x.numel()
+        res["max"] = max(res["max"], float(diff.max()))
+        if readers and bad.any():
+            base = readers[0][k].float()
+            tied = torch.zeros_like(bad)
+            for expert, density in zip(readers[1:], TIES_DENSITIES, strict=True):
+                mag = (expert[k].float() - base).abs().reshape(-1)
+                kk = max(1, int(density * mag.numel()))
+                thr = mag.kthvalue(mag.numel() - kk + 1).values
+                tied |= (mag == thr).reshape(bad.shape)
+            res["tied"] += int((bad & tied).sum())
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--methods", default="linear,ties,slerp")
+    ap.add_argument("--repeat", type=int, default=2, help="runs per tool and method; the fastest is reported")
+    ap.add_argument("--mergekit", default=str(REPO / ".venv-mergekit" / "bin" / "mergekit-yaml"))
+    ap.add_argument("--mergenet", default=str(Path(sys.executable).parent / "mergenet"))
+    args = ap.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    base, e1, e2 = make_models()
+    n_params = sum(torch.Size(s).numel() for s in tensor_shapes().values())
+    print(f"model set: 3 × {n_params / 1e6:.0f}M parameters (bf16), ready in {time.perf_counter() - t0:.0f}s")
+    floor = io_floor([base, e1, e2])
+    print(f"I/O floor: reading all inputs ({3 * n_params * 2 / 1e9:.2f} GB) from page cache takes {floor:.2f}s")
+    print(f"CPU: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start (other work shares them)\n")
+    env = {**os.environ, "MERGENET_NO_PROGRESS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    have_mergekit = Path(args.mergekit).is_file()
+    rows = []
+    for method in args.methods.split(","):
+        rpath = WORK / f"{method}.yaml"
+        rpath.write_text(yaml.safe_dump(recipe(method, base, e1, e2)))
+        outs = {tool: WORK / f"out-{method}-{tool}" for tool in ("mergenet", "mergekit", "cuda")}
+        runs: dict[str, list[dict]] = {"mergenet": [], "mergekit": [], "cuda": []}
+        for _ in range(args.repeat):  # alternate the tools so that background load hits both alike
+            for tool in runs:
+                if (tool == "mergekit" and not have_mergekit) or (tool == "cuda" and not torch.cuda.is_available()):
+                    continue
+                shutil.rmtree(outs[tool], ignore_errors=True)
+                if tool == "mergekit":
+                    cmd = [args.mergekit, str(rpath), str(outs[tool]), "--quiet"]
+                else:
+                    cmd = [args.mergenet, "merge", str(rpath), "-o", str(outs[tool]), "--home", str(WORK / "home"),
+                           "--device", "cpu" if tool == "mergenet" else "cuda"]
+                runs[tool].append(timed(cmd, env))
+        inputs = [base, e1, e2] if method == "ties" else None
+        diff = compare(outs["mergenet"], outs["mergekit"], inputs) if have_mergekit else None
+        rows.append((method, {t: best(r) for t, r in runs.items() if r}, diff))
+        for o in outs.values():
+            shutil.rmtree(o, ignore_errors=True)
+    print(f"{'method':<7} {'mergenet s':>10} {'(cpu s)':>8} {'mergekit s':>10} {'(cpu s)':>8} {'speed-up':>8} "
+          f"{'target':>6} {'mergenet GB':>11} {'mergekit GB':>11} {'RSS ratio':>9}  outputs vs mergekit")
+    for method, r, diff in rows:
+        ours, theirs = r["mergenet"], r.get("mergekit")
+        if theirs is None:
+            print(f"{method:<7} {ours['wall']:>10.2f} {ours['cpu']:>8.1f} {'-':>10} {'-':>8} {'-':>8} "
+                  f"{TARGETS[method]:>5.1f}× {ours['rss_gb']:>11.2f}")
+            continue
+        speed, ratio = theirs["wall"] / ours["wall"], ours["rss_gb"] / theirs["rss_gb"]
+        verdict = "ok" if speed >= TARGETS[method] and ratio <= RSS_TARGET else "MISS"
+        same = (f"{diff['bad']} of {diff['total'] / 1e6:.0f}M elements > 1 bf16 ulp apart (max {diff['max']:.1e})"
+                + (f", {diff['tied']} of them at tied trim thresholds" if method == "ties" and diff["bad"] else ""))
+        print(f"{method:<7} {ours['wall']:>10.2f} {ours['cpu']:>8.1f} {theirs['wall']:>10.2f} {theirs['cpu']:>8.1f} "
+              f"{speed:>7.2f}× {TARGETS[method]:>5.1f}× {ours['rss_gb']:>11.2f} {theirs['rss_gb']:>11.2f} "
+              f"{ratio:>9.2f}  {verdict}; {same}")
+    print(f"\nI/O floor {floor:.2f}s. Targets: ties ≥2×, linear/slerp ≥1.5× faster, peak RSS ≤{RSS_TARGET}× mergekit. "
+          f"Best of {args.repeat} alternating runs; wall times include process start-up.")
+    for method, r, _ in rows:
+        if "cuda" in r:
+            n_models = 2 if method == "slerp" else 3
+            moved = (n_models + 1) * n_params * 2 / 1e9  # inputs read + output written (bf16)
+            print(f"cuda {method}: {r['cuda']['wall']:.2f}s wall, {moved / r['cuda']['wall']:.2f} GB/s of weights "
+                  "read + written (including process start-up; compare with the card's memory bandwidth)")
+    if not have_mergekit:
+        print(f"mergekit not found at {args.mergekit}: only mergenet was timed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
