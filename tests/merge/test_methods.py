@@ -232,3 +232,26 @@ def test_registry_is_explicit_and_complete():
                             "breadcrumbs_ties", "slerp", "model_stock"}
     assert {n for n, m in METHODS.items() if m.randomized} == {"dare_ties", "dare_linear"}
     assert all(m.reference.startswith("https://") for m in METHODS.values())
+
+
+def stable_trim(delta: torch.Tensor, density: float) -> torch.Tensor:
+    """Torch-sort reference for big tensors: keep the k largest |delta|, lower index first on ties."""
+    flat = delta.double().reshape(-1)
+    k = max(1, int(density * flat.numel()))
+    order = torch.sort(flat.abs(), descending=True, stable=True).indices
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    keep[order[:k]] = True
+    return torch.where(keep, flat, 0.0).reshape(delta.shape)
+
+
+@pytest.mark.parametrize("shape", [(3, 100_003), (2, DIRECT_SELECT_MAX // 2 + 7)])
+def test_ties_blockwise_matches_reference_with_many_ties(shape):
+    """Tensors spanning many blocks, with magnitudes on a coarse grid so that thousands of entries
+    tie at the trim threshold across block boundaries (and, for the second shape, past the size
+    where the threshold is bracketed by sampling)."""
+    base, xs = grid(*shape, seed=21), [grid(*shape, seed=22), grid(*shape, seed=23)]
+    params = [{"weight": 0.7, "density": 0.41}, {"weight": 0.5, "density": 0.13}]
+    got = run("ties", xs, base, params)
+    deltas = [stable_trim(x - base, p["density"]) for x, p in zip(xs, params, strict=True)]
+    want = ref_combine(base, deltas, [0.7, 0.5], consensus=True, normalize=True)
+    torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-6)
