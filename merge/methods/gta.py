@@ -53,8 +53,10 @@ def combine(base: torch.Tensor, deltas: list[torch.Tensor], weights: list[float]
     out = torch.empty_like(flat_base)
     total = float(torch.tensor(weights, dtype=torch.float32).sum())
     divisor = 1.0 if abs(total) < 1e-8 else total
-    for start in range(0, flat_base.numel(), BLOCK):
-        end = start + BLOCK
+    # Blocks help the CPU cache; on a GPU they would only multiply kernel launches.
+    block = BLOCK if base.device.type == "cpu" else max(1, flat_base.numel())
+    for start in range(0, flat_base.numel(), block):
+        end = start + block
         ds = [f[start:end] for f in flats]
         for d, w, cursor in zip(ds, weights, cursors, strict=True):
             if cursor is not None:

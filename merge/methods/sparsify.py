@@ -93,7 +93,7 @@ def plan_trim(delta: torch.Tensor, density: float) -> Trim | None:
 def _kth_abs(flat: torch.Tensor, k: int) -> tuple[float, int, int]:
     """(k-th largest |x|, how many |x| exceed it, how many equal it), reading `flat` once in blocks."""
     n = flat.numel()
-    if n > DIRECT_SELECT_MAX:
+    if n > DIRECT_SELECT_MAX and flat.device.type == "cpu":  # a GPU selects on the whole tensor at once
         step = max(1, n // SAMPLE_SIZE)
         sample = flat[::step].abs().sort().values
         m = sample.numel()
