@@ -13,11 +13,13 @@ overlaps with receiving the next.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 
@@ -37,6 +39,7 @@ TAMPERED = "tampered bytes"
 # A transfer that delivers no chunk for this long is cancelled and the holder marked bad.
 STALL_TIMEOUT_S = 30.0
 STALL_POLL_S = 0.5
+HASH_READ_BYTES = 8 << 20  # re-hashing a kept partial file on resume
 
 
 def _cancel_when_stalled(stream: grpc.Future, deadline: list[float], done: threading.Event) -> None:
@@ -87,8 +90,8 @@ class BlobFetcher:
             addr = queue.pop(0)
             resumed = self._partial_size(digest) > 0
             try:
-                self._stream(addr, digest, size_hint)
-                self.store.commit_partial(digest)
+                hashed_as = self._stream(addr, digest, size_hint)
+                self.store.commit_partial(digest, hashed_as=hashed_as)
             except grpc.RpcError as exc:
                 log.warning("holder %s failed while sending %s: %s", addr, digest[:16], exc.code().name)
                 failures.append(f"{addr}: {exc.code().name}")
@@ -135,10 +138,12 @@ class BlobFetcher:
         with self._lock:
             self._have[digest] = 0
 
-    def _stream(self, addr: str, digest: str, size_hint: int) -> None:
-        """Append the holder's bytes to the partial file; a stream silent for stall_timeout_s is
-        cancelled (a holder that hangs is as useless as a dead one)."""
+    def _stream(self, addr: str, digest: str, size_hint: int) -> str:
+        """Append the holder's bytes to the partial file and return the sha256 of the whole file,
+        hashed as it is written (so committing it needs no second read); a stream silent for
+        stall_timeout_s is cancelled (a holder that hangs is as useless as a dead one)."""
         offset = self._partial_size(digest)
+        hasher = _hash_prefix(self.store.partial_path(digest), offset)
         with connect(addr) as ch, open(self.store.partial_path(digest), "ab") as out:
             stream = transfer_stub(ch).Fetch(pb.FetchRequest(digest=digest, offset=offset), timeout=None)
             deadline = [time.monotonic() + self.stall_timeout_s]
@@ -150,6 +155,7 @@ class BlobFetcher:
                         stream.cancel()
                         raise VerificationError(f"holder {addr} sent bytes at the wrong offset for {digest}")
                     out.write(chunk.data)
+                    hasher.update(chunk.data)
                     offset += len(chunk.data)
                     deadline[0] = time.monotonic() + self.stall_timeout_s
                     with self._lock:
@@ -158,6 +164,7 @@ class BlobFetcher:
                     self._report()
             finally:
                 done.set()
+        return hasher.hexdigest()
 
     def _report(self) -> None:
         if self.progress is None:
@@ -165,3 +172,13 @@ class BlobFetcher:
         with self._lock:
             done = sum(self._have.values())
         self.progress(done, max(self._total, done))
+
+
+def _hash_prefix(path: Path, length: int) -> hashlib._Hash:
+    """A sha256 already fed the first `length` bytes of a kept partial file (a resumed download)."""
+    hasher = hashlib.sha256()
+    if length:
+        with open(path, "rb") as f:
+            while chunk := f.read(min(HASH_READ_BYTES, length - f.tell())):
+                hasher.update(chunk)
+    return hasher

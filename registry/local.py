@@ -280,7 +280,8 @@ class LocalRegistry:
         if missing:
             raise VerificationError(f"blob for {missing[0]!r} is not in the store; fetch it first")
         paths = {rel: self.store.path(sha) for rel, sha in resources.items()}
-        signed, manifest = verify_file_set(paths, signature, signer=signer, key_lookup=self.trust.public_pem)
+        signed, manifest = verify_file_set(paths, signature, signer=signer, key_lookup=self.trust.public_pem,
+                                           store_blobs=True)
         verified = VerifiedModel(id=signed.model_id, signer=signed.key_id, manifest=manifest,
                                  files=dict(signed.resources), source="store", trusted=self.is_trusted(signed.key_id))
         return self._register_verified(verified, signature, paths)

@@ -122,14 +122,17 @@ class BlobStore:
         """Where a resumable download of `digest` keeps its bytes (append to it, then commit)."""
         return self.root / "partial" / (strip_sha256(digest) + PARTIAL_SUFFIX)
 
-    def commit_partial(self, digest: str) -> Path:
+    def commit_partial(self, digest: str, hashed_as: str | None = None) -> Path:
         """Verify a finished partial download and move it into the store; VerificationError (and
-        the partial file is removed, since resuming it could never succeed) when the bytes differ."""
+        the partial file is removed, since resuming it could never succeed) when the bytes differ.
+
+        `hashed_as` is the sha256 the downloader computed while writing the file; it spares a
+        second read of the whole blob (the downloader hashes what it wrote, not what it was told)."""
         hexd = strip_sha256(digest)
         part = self.partial_path(hexd)
         if not part.is_file():
             raise RegistryError(f"no partial download for {digest} at {part}")
-        actual = sha256_file(part)
+        actual = strip_sha256(hashed_as) if hashed_as is not None else sha256_file(part)
         if actual != hexd:
             part.unlink(missing_ok=True)
             raise VerificationError(f"downloaded blob {digest} hashes to sha256:{actual}; discarded it")
