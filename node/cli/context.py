@@ -29,9 +29,18 @@ def resolve_home(flag: str | None) -> Path:
     return Path(raw).expanduser().resolve()
 
 
-def resolve_node(flag: str | None) -> str:
-    """`--node`, else `$MERGENET_NODE`, else the default local node address."""
-    return flag or os.environ.get(NODE_ENV) or DEFAULT_NODE
+def resolve_node(flag: str | None, home: Path | None = None) -> str:
+    """`--node`, else `$MERGENET_NODE`, else the node running on `home` (its `node.json`, which
+    `node start` writes and removes), else the default local node address."""
+    if flag or os.environ.get(NODE_ENV):
+        return flag or os.environ[NODE_ENV]
+    if home is not None:
+        from node.daemon import read_node_file
+
+        info = read_node_file(home)
+        if info:
+            return str(info["addr"])
+    return DEFAULT_NODE
 
 
 @dataclass

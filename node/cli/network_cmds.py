@@ -48,13 +48,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def local_node_addr(ctx: Context, flag: str | None) -> str:
-    """`--node`, else the node running on this home (home/node.json), else $MERGENET_NODE/default."""
-    from node.daemon import read_node_file
-
-    if flag:
-        return flag
-    info = read_node_file(ctx.home)
-    return str(info["addr"]) if info else resolve_node(None)
+    """`--node`, else $MERGENET_NODE, else the node running on this home, else the default."""
+    return resolve_node(flag, ctx.home)
 
 
 def cmd_node_start(args: argparse.Namespace, ctx: Context) -> int:

@@ -108,7 +108,7 @@ def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
                              license=args.license, policy=args.policy, name=args.name, progress=progress)
     finally:
         reg.close()
-    notified = _notify(resolve_node(args.node), rec.id)
+    notified = _notify(resolve_node(args.node, ctx.home), rec.id)
     data = rec.to_dict(trusted=True)
     data["node_notified"] = notified
     ctx.emit(data, rec.id)
@@ -150,7 +150,7 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
     if args.remote:
         from node.remote import list_remote
 
-        models = list_remote(resolve_node(args.node), args.kind)
+        models = list_remote(resolve_node(args.node, ctx.home), args.kind)
         reg = _registry(ctx)
         try:
             for m in models:
@@ -190,7 +190,7 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
             rec = reg.get(args.model_id)
         except NotFoundError:
             rec = None
-        data = rec.to_dict(trusted=reg.is_trusted(rec.signer)) if rec is not None else _show_remote(args, reg)
+        data = rec.to_dict(trusted=reg.is_trusted(rec.signer)) if rec is not None else _show_remote(args, ctx, reg)
     finally:
         reg.close()
     m = data["manifest"]
@@ -205,13 +205,13 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def _show_remote(args: argparse.Namespace, reg) -> dict[str, Any]:
+def _show_remote(args: argparse.Namespace, ctx: Context, reg) -> dict[str, Any]:
     from registry.errors import NotFoundError
 
     try:
         from node.remote import show_remote
 
-        found = show_remote(resolve_node(args.node), args.model_id)
+        found = show_remote(resolve_node(args.node, ctx.home), args.model_id)
     except NotFoundError:
         raise
     except Exception as exc:  # no node running, or the node module missing: the id is simply unknown
