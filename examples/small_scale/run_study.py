@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -38,16 +39,32 @@ HERE = Path(__file__).resolve().parent
 SKILLS = ("add", "mul", "composite")
 
 FULL = {"base_steps": 800, "expert_steps": 400, "base_mix": {"add": 20000, "mul": 20000, "composite": 20000},
-        "expert_lr": 5e-4, "val_items": 40, "test_items": 80, "budget": 48, "group_size": 1}
+        "expert_lr": 2.5e-4, "val_items": 80, "test_items": 80, "budget": 100, "group_size": 1}
 QUICK = {"base_steps": 60, "expert_steps": 30, "base_mix": {"add": 2000, "mul": 2000, "composite": 2000},
          "expert_lr": 1e-3, "val_items": 8, "test_items": 10, "budget": 4, "group_size": 2}
 
 
-def recipe_for(base: Path, add: Path, mul: Path) -> dict:
-    """The uniform starting point: TIES with equal weights and densities for both experts."""
+def recipe_for(base: Path, add: Path, mul: Path, normalize: bool) -> dict:
+    """Uniform TIES: equal weights and densities for both experts. With `normalize` (mergekit's
+    default) the agreeing deltas are averaged, so weights only set the experts' ratio; without
+    it weights scale the task vectors, so the search can also move back toward the base."""
     return {"merge_method": "ties", "base_model": str(base), "dtype": "float32",
+            "parameters": {"normalize": normalize},
             "models": [{"model": str(add), "parameters": {"weight": 0.5, "density": 0.5}},
                        {"model": str(mul), "parameters": {"weight": 0.5, "density": 0.5}}]}
+
+
+def cached_train(src: Path, dst: Path, lines, spec: TrainSpec, key: dict) -> dict:
+    """Train unless `dst` already holds a model trained from the same settings (training is
+    deterministic single-threaded, so a rerun would produce the same weights)."""
+    marker = dst / "trained.json"
+    want = {**key, "spec": spec.__dict__}
+    if marker.is_file() and json.loads(marker.read_text()).get("key") == want:
+        log.info("reusing %s", dst)
+        return json.loads(marker.read_text())["stats"]
+    stats = train(src, dst, lines(), spec)
+    marker.write_text(json.dumps({"key": want, "stats": stats}))
+    return stats
 
 
 def main() -> None:
@@ -73,40 +90,43 @@ def main() -> None:
     t = time.time()
     tok = make_char_tokenizer(work / "tokenizer")
     init = init_model(work / "init", tok, ModelSpec(), seed)
-    base_stats = train(init, work / "base", training_text(cfg["base_mix"], seed),
-                       TrainSpec(steps=cfg["base_steps"], seed=seed))
+    base_stats = cached_train(init, work / "base", lambda: training_text(cfg["base_mix"], seed),
+                              TrainSpec(steps=cfg["base_steps"], seed=seed), {"mix": cfg["base_mix"]})
     phase("train base", t)
     experts, expert_stats = {}, {}
     for skill in ("add", "mul"):
         t = time.time()
-        lines = training_text({skill: 30000}, seed + 1)
         experts[skill] = work / f"expert_{skill}"
-        expert_stats[skill] = train(work / "base", experts[skill], lines,
-                                    TrainSpec(steps=cfg["expert_steps"], lr=cfg["expert_lr"], warmup=20, seed=seed + 1))
+        expert_stats[skill] = cached_train(
+            work / "base", experts[skill], lambda skill=skill: training_text({skill: 30000}, seed + 1),
+            TrainSpec(steps=cfg["expert_steps"], lr=cfg["expert_lr"], warmup=20, seed=seed + 1),
+            {"skill": skill, "base": base_stats})
         phase(f"fine-tune {skill} expert", t)
     val = write_tasks(work / "val.jsonl", "val", cfg["val_items"], seed)
     test = write_tasks(work / "test.jsonl", "test", cfg["test_items"], seed)
 
     t = time.time()
-    recipe = load_recipe(recipe_for(work / "base", experts["add"], experts["mul"]))
-    (work / "uniform.yaml").write_text(recipe.to_yaml())
-    uniform = work / "uniform"
-    if uniform.exists():
-        import shutil
-
-        shutil.rmtree(uniform)
-    run_merge(recipe, uniform, device="cpu")
-    phase("uniform TIES merge", t)
+    uniform = {}
+    for normalize in (True, False):
+        recipe = load_recipe(recipe_for(work / "base", experts["add"], experts["mul"], normalize))
+        uniform[normalize] = work / f"uniform_normalize_{str(normalize).lower()}"
+        (work / f"{uniform[normalize].name}.yaml").write_text(recipe.to_yaml())
+        shutil.rmtree(uniform[normalize], ignore_errors=True)
+        run_merge(recipe, uniform[normalize], device="cpu")
+    phase("uniform TIES merges", t)
 
     t = time.time()
-    search = run_search(recipe, load_tasks(val), work / "search",
+    shutil.rmtree(work / "search", ignore_errors=True)
+    search = run_search(recipe, load_tasks(val), work / "search",  # starts from normalize: false
                         SearchConfig(budget=cfg["budget"], group_size=cfg["group_size"], seed=seed),
-                        device=torch.device("cpu"), resume=True)
+                        device=torch.device("cpu"))
     phase(f"search ({search.evaluations} evaluations)", t)
 
     t = time.time()
     models = {"base": work / "base", "add expert": experts["add"], "mul expert": experts["mul"],
-              "uniform TIES merge": uniform, "searched merge": work / "search" / "model"}
+              "uniform TIES (normalize: true)": uniform[True],
+              "uniform TIES (normalize: false) = search start": uniform[False],
+              "searched merge": work / "search" / "model"}
     tasks = load_tasks(test)
     scores = {}
     for name, path in models.items():
