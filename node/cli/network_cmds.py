@@ -84,13 +84,25 @@ def cmd_node_status(args: argparse.Namespace, ctx: Context) -> int:
         "capacity": {"cpus": cap.cpus, "memory_bytes": cap.memory_bytes, "gpus": cap.gpus,
                      "gpu_memory_bytes": cap.gpu_memory_bytes},
     }
+    data["plans_in_flight"] = _plans_in_flight(ctx, addr)
     lines = [f"node      {data['addr']}  (key {info.node.key_id[:16]})",
              f"peers     {info.peer_count}",
              f"models    {len(info.model_ids)}", *[f"  {m}" for m in info.model_ids],
+             f"plans     {len(data['plans_in_flight'])} in flight",
+             *[f"  {p['plan_id'][:23]}  {p['state']}" for p in data["plans_in_flight"]],
              f"capacity  {cap.cpus} CPUs, {cap.memory_bytes / 2**30:.1f} GiB RAM, {cap.gpus} GPUs",
              "DHT       " + (", ".join(info.dht_maddrs) or "off")]
     ctx.emit(data, "\n".join(lines))
     return 0
+
+
+def _plans_in_flight(ctx: Context, addr: str) -> list[dict[str, Any]]:
+    """Plans this node follows that have not reached a final state (published, failed, ...)."""
+    from node.cli.plan_cmds import list_plans
+    from node.plans.state import FINAL
+
+    return [{"plan_id": d["plan_id"], "state": d["state"]} for d in list_plans(ctx, addr)
+            if d["state"] not in FINAL]
 
 
 def cmd_pull(args: argparse.Namespace, ctx: Context) -> int:

@@ -200,10 +200,15 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     return exit_code(doc) if args.wait else 0
 
 
-def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
+def list_plans(ctx: Context, node: str | None) -> list[dict[str, Any]]:
+    """Status documents of every plan the node follows."""
     from protos import mergenet_pb2 as pb
 
-    docs = [json.loads(s) for s in _call(ctx, args.node, "List", pb.PlanListRequest()).status_json]
+    return [json.loads(s) for s in _call(ctx, node, "List", pb.PlanListRequest()).status_json]
+
+
+def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
+    docs = list_plans(ctx, args.node)
     lines = [f"{d['plan_id'][:23]}  {d['state']:<10} {d['method'] or '?':<18} "
              f"{(d['result'] or {}).get('model_id', '')[:23]}" for d in docs]
     ctx.emit(docs, "\n".join(lines) if lines else "no plans")

@@ -119,6 +119,8 @@ def test_plan_from_propose_to_published(network, models, cli, tmp_path):
         assert len(reg.index.consents(plan_id)) == 1  # beta's signed consent is on record
     finally:
         reg.close()
+    node_status = json.loads(cli("node", "status", "--node", gamma.addr, "--json", home_dir=gamma.home).out)
+    assert plan_id not in [p["plan_id"] for p in node_status["plans_in_flight"]]  # published is final
     listed = cli("plan", "ls", "--node", gamma.addr, "--json", home_dir=gamma.home)
     assert plan_id in [d["plan_id"] for d in json.loads(listed.out)]
     text = cli("plan", "status", plan_id, "--node", gamma.addr, home_dir=gamma.home).out
