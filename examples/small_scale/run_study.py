@@ -156,6 +156,8 @@ def render(summary: dict, table: str, command: str) -> str:
     """RESULTS.md: the table, how to reproduce it, settings, timings (the reading is added below it)."""
     cfg, tm, s = summary["config"], summary["timings_s"], summary["search"]
     timing = "\n".join(f"| {k} | {v} |" for k, v in tm.items())
+    trained = "\n".join(f"| {k} | {v['steps']} | {v['final_loss']:.3f} | {v['seconds']} |"
+                         for k, v in summary["training"].items())
     return f"""# Small-scale study: layer-wise merge search on arithmetic experts
 
 Test accuracy (exact match; held-out problems never seen in training or search):
@@ -179,6 +181,13 @@ Full numbers, training losses and the searched per-layer parameters: `RESULTS.js
 | phase | s |
 |---|---|
 {timing}
+
+Training as measured when each model was trained (a rerun with the same settings reuses a model
+folder whose `trained.json` matches; training is deterministic single-threaded):
+
+| model | steps | final loss | s |
+|---|---|---|---|
+{trained}
 """
 
 
