@@ -23,11 +23,11 @@ import torch
 from merge.errors import MergeError, MergeInputError
 from merge.eval.scoring import (
     GEN_MARGIN_TOKENS,
-    _pad_id,
     continuation_logprobs,
     encode_pair,
     exact_match,
     generate_greedy,
+    pad_id,
 )
 from merge.eval.tasks import Task
 
@@ -101,7 +101,7 @@ def evaluate(model, tokenizer, tasks: Sequence[Task], *, device: torch.device | 
     if not tasks:
         raise MergeInputError("no tasks to evaluate")
     device = device or next(model.parameters()).device
-    pad = _pad_id(tokenizer)
+    pad = pad_id(tokenizer)
     correct = [False] * len(tasks)
     gold_lp, gold_tokens = 0.0, 0
     # Sort by prompt length so batches pad little; results go back to their original index.

@@ -36,7 +36,8 @@ def exact_match(continuation: str, gold: str) -> bool:
     return first_answer(continuation, gold) == normalize(gold)
 
 
-def _pad_id(tokenizer) -> int:
+def pad_id(tokenizer) -> int:
+    """The id used for padding: pad, else EOS, else 0 (padded positions are masked anyway)."""
     for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
         if tid is not None:
             return int(tid)
@@ -53,7 +54,7 @@ def generate_greedy(model, tokenizer, prompts: Sequence[str], max_new_tokens: in
     finally:
         tokenizer.padding_side = side
     enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-    pad = _pad_id(tokenizer)
+    pad = pad_id(tokenizer)
     out = model.generate(
         **enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad,
         eos_token_id=tokenizer.eos_token_id, temperature=None, top_p=None, top_k=None,
@@ -70,19 +71,19 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
     continuation = context[len(stripped):] + continuation
     ctx = list(tokenizer(stripped)["input_ids"]) if stripped else []
     if not ctx:  # the first scored token needs a position to be predicted from
-        ctx = [_pad_id(tokenizer) if tokenizer.bos_token_id is None else int(tokenizer.bos_token_id)]
+        ctx = [pad_id(tokenizer) if tokenizer.bos_token_id is None else int(tokenizer.bos_token_id)]
     cont = tokenizer(continuation, add_special_tokens=False)["input_ids"]
     return ctx, list(cont)
 
 
 @torch.no_grad()
-def continuation_logprobs(model, pairs: Sequence[tuple[list[int], list[int]]], pad_id: int,
+def continuation_logprobs(model, pairs: Sequence[tuple[list[int], list[int]]], pad: int,
                           device: torch.device) -> list[tuple[float, int]]:
     """(sum of log-probabilities, token count) of each continuation given its context, for one
     right-padded batch of (context ids, continuation ids) pairs."""
     seqs = [ctx + cont for ctx, cont in pairs]
     width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
         ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from merge.errors import RecipeError
 from merge.params import lookup
-from merge.recipe import ModelEntry, Recipe
+from merge.recipe import ModelEntry, Recipe, load_recipe
 
 # Default gene bounds; a recipe's starting value outside them widens them to include it.
 WEIGHT_BOUNDS = (0.0, 1.0)
@@ -109,8 +109,6 @@ class SearchSpace:
         data = self.recipe.to_dict()
         data["models"] = [{"model": m.model, **({"parameters": m.parameters} if m.parameters else {})}
                           for m in models]
-        from merge.recipe import load_recipe
-
         return load_recipe(data)
 
 
