@@ -153,3 +153,23 @@ def test_cli_search_rejects_bad_inputs(cli, landscape, tmp_path):
     res = cli("search", recipe, "--eval", bad_tasks, "-o", tmp_path / "o3", "--budget", "2")
     assert res.code == 2 and "line 1" in res.err
     shutil.rmtree(tmp_path / "full")
+
+
+@pytest.mark.parametrize("method", ["dare_ties", "ties"])
+def test_in_memory_candidates_equal_the_executor_for_sparsifying_methods(landscape, memorizer, method, tmp_path):
+    """Density genes and seeded random dropping: OUT/model (written by the executor from the best
+    recipe) scores exactly what the in-memory candidate scored, and best.yaml re-merges equal."""
+    from merge.executor import run_merge
+
+    recipe = load_recipe({"merge_method": method, "base_model": str(memorizer), "parameters": {"random_seed": 5},
+                          "models": [{"model": str(landscape["good"]), "parameters": {"weight": 0.6, "density": 0.7}},
+                                     {"model": str(landscape["bad"]), "parameters": {"weight": 0.3, "density": 0.4}}]})
+    tasks = load_tasks(landscape["tasks"])
+    result = run_search(recipe, tasks, tmp_path / "out", SearchConfig(budget=3, group_size=2, seed=0),
+                        device=torch.device("cpu"))
+    assert {g.param for g in SearchSpace.from_recipe(recipe, 4, 2).genes} == {"weight", "density"}
+    run_merge(load_recipe(tmp_path / "out" / "best.yaml"), tmp_path / "again", device="cpu")
+    a, b = tensors(tmp_path / "out" / "model"), tensors(tmp_path / "again")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    model, tok = load_model(tmp_path / "out" / "model")
+    assert evaluate(model, tok, tasks).fitness == pytest.approx(result.best["fitness"], abs=1e-9)
