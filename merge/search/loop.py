@@ -86,8 +86,12 @@ def run_search(recipe: Recipe, tasks: Sequence[Task], out_dir: Path, config: Sea
     merger = CandidateMerger(recipe, device)
     try:
         space = SearchSpace.from_recipe(recipe, merger.n_layers, config.group_size, config.bounds or None)
-        header = {"recipe": recipe.to_dict(), "dim": space.dim, "n_layers": space.n_layers,
-                  "genes": [asdict(g) for g in space.genes], **asdict(config), "budget": None}
+        # The log names models as best.yaml does (ids stay ids), so a resumed search whose inputs
+        # were materialized into another scratch folder still matches its own log.
+        refs = dict(written_refs or {})
+        header = {"recipe": recipe.with_models(refs).to_dict(), "dim": space.dim, "n_layers": space.n_layers,
+                  "genes": [{**asdict(g), "model": refs.get(g.model, g.model)} for g in space.genes],
+                  **asdict(config), "budget": None}
         old_header, replay = read_log(log_path) if resume else (None, [])
         if old_header is not None:
             _check_same_search(old_header, header, log_path)
@@ -113,7 +117,8 @@ def run_search(recipe: Recipe, tasks: Sequence[Task], out_dir: Path, config: Sea
                 result: EvalResult = evaluate(model, merger.tokenizer, tasks, device=device,
                                               batch_size=config.batch_size, max_new_tokens=config.max_new_tokens)
             rec = {"eval": index, "generation": generation, "x": [float(v) for v in x],
-                   "params": space.layer_lists(x), "fitness": result.fitness, "accuracy": result.accuracy,
+                   "params": {refs.get(m, m): p for m, p in space.layer_lists(x).items()},
+                   "fitness": result.fitness, "accuracy": result.accuracy,
                    "tasks": result.tasks, "loglik": result.loglik, "n": result.n,
                    "seconds": round(time.perf_counter() - started, 3)}
             append(log_path, rec)

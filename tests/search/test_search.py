@@ -173,3 +173,31 @@ def test_in_memory_candidates_equal_the_executor_for_sparsifying_methods(landsca
     assert all(torch.equal(a[k], b[k]) for k in a)
     model, tok = load_model(tmp_path / "out" / "model")
     assert evaluate(model, tok, tasks).fitness == pytest.approx(result.best["fitness"], abs=1e-9)
+
+
+def test_cli_search_by_registry_ids_resumes_and_reproduces(cli, home, landscape, tmp_path):
+    from registry.local import LocalRegistry
+
+    reg = LocalRegistry(home)
+    ids = {}
+    for name in ("good", "bad"):
+        shutil.copytree(landscape[name], tmp_path / name)
+        ids[name] = reg.submit(tmp_path / name).id
+    reg.close()
+    recipe = linear_recipe(tmp_path / "r.yaml", ids["good"], ids["bad"])
+    out = tmp_path / "out"
+    first = cli("search", recipe, "--eval", landscape["tasks"], "-o", out, "--budget", "3", "--group-size", "4")
+    assert first.code == 0, first.err
+    # a second run continues the same log (inputs are materialized into a new scratch folder)
+    res = cli("search", recipe, "--eval", landscape["tasks"], "-o", out, "--budget", "5", "--group-size", "4",
+              "--resume", "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["evaluations"] == 5
+    evals = read_evals(out)
+    assert [r["eval"] for r in evals] == [0, 1, 2, 3, 4]
+    assert set(evals[0]["params"]) == {ids["good"], ids["bad"]}
+    assert {m.model for m in load_recipe(out / "best.yaml").models} == {ids["good"], ids["bad"]}
+    again = cli("merge", out / "best.yaml", "-o", tmp_path / "again", "--device", "cpu")
+    assert again.code == 0, again.err
+    a, b = tensors(out / "model"), tensors(tmp_path / "again")
+    assert all(torch.equal(a[k], b[k]) for k in a)
