@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 
-from merge.alloc import heap_reuse
 from merge.card import model_card
 from merge.errors import MergeError, MergeInputError, RecipeError
 from merge.io import CENSUS, DTYPES, ModelReader
@@ -131,8 +130,7 @@ def compute_tensors(recipe: Recipe, names: list[str], device: str = "cpu") -> di
     plan = plan_merge(recipe, readers)
     dev = resolve_device(device)
     try:
-        with heap_reuse():
-            return {name: _compute(readers, plan, plan.task(name), dev).cpu() for name in names}
+        return {name: _compute(readers, plan, plan.task(name), dev).cpu() for name in names}
     finally:
         for r in readers.values():
             r.close()
@@ -210,8 +208,7 @@ def run_merge(recipe: Recipe, out_dir: Path | str, *, device: str = "auto", out_
         layout = [(t.name, t.shape, _out_dtype(t, requested)) for t in plan.tasks]
         writer = ShardedWriter(tmp, layout, shard_size)
         CENSUS.reset_peak()
-        with heap_reuse():
-            _stream(plan, readers, writer, layout, dev, progress)
+        _stream(plan, readers, writer, layout, dev, progress)
         _write_config(plan, readers, tmp, requested)
         (tmp / "README.md").write_text(model_card(card_recipe or recipe, inputs, device=dev.type, version=version))
         if out_dir.exists():

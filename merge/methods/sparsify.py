@@ -21,9 +21,12 @@ import torch
 # Below this many elements kthvalue on the whole tensor is cheap; above it we first bracket the
 # threshold with a strided sample so that kthvalue only sees a thin band (kthvalue copies its
 # input and allocates int64 indices, which would be 3× the tensor in scratch memory).
-DIRECT_SELECT_MAX = 1 << 20
+DIRECT_SELECT_MAX = 1 << 18
 SAMPLE_SIZE = 1 << 16
-BLOCK = 1 << 17  # elements per cache-resident block of the block-wise passes
+# Elements per block of the block-wise passes: 4 MB of float32, so a block's handful of
+# temporaries stays in L2/L3, while blocks are few enough that the per-op thread synchronisation
+# does not dominate when other processes compete for the cores.
+BLOCK = 1 << 20
 L1_EPS = 1e-7
 
 
