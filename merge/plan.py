@@ -25,7 +25,7 @@ from typing import Any
 
 from merge.errors import IncompatibleModelsError, RecipeError
 from merge.io import ModelReader
-from merge.methods import METHODS, MergeMethod
+from merge.methods import METHODS, MergeMethod, ParamSpec
 from merge.params import coerce, lookup
 from merge.recipe import Recipe, Slice, SliceSource
 
@@ -147,7 +147,7 @@ class _Planner:
                             for p in self.method.params if p.per_model})
         return tuple(mparams), gparams
 
-    def resolve(self, spec, scopes, tensor: str, t: float, who: str) -> Any:
+    def resolve(self, spec: ParamSpec, scopes: list[dict[str, Any]], tensor: str, t: float, who: str) -> Any:
         value = lookup(spec.name, scopes, tensor, t)
         if value is None:
             if spec.required:
