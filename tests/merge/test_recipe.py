@@ -105,3 +105,20 @@ def test_cli_reports_unknown_method_with_exit_2(cli, tmp_path):
 def test_cli_missing_recipe_file_is_exit_2(cli, tmp_path):
     res = cli("merge", tmp_path / "missing.yaml", "-o", tmp_path / "out")
     assert res.code == 2 and "cannot read recipe" in res.err
+
+
+def test_shard_size_parsing(cli, tmp_path):
+    import argparse
+
+    from node.cli.merge_cmds import parse_size
+
+    assert parse_size("2GB") == 2 * 10**9
+    assert parse_size("500MB") == 500 * 10**6
+    assert parse_size("1.5G") == 1_500_000_000
+    assert parse_size("64MiB") == 64 * 2**20
+    assert parse_size("4096") == 4096
+    for bad in ("", "GB", "-1GB", "2XB", "0"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_size(bad)
+    res = cli("merge", tmp_path / "r.yaml", "-o", tmp_path / "out", "--shard-size", "lots")
+    assert res.code == 2
