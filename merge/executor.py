@@ -83,20 +83,24 @@ def merge_tensor(task: TensorTask, inputs: list[torch.Tensor], base: torch.Tenso
     device = torch.device(device)
     if not task.mergeable:  # integer buffers and the like: copied, never averaged
         return (base if base is not None else inputs[0]).to(device)
-    rows = min([t.shape[0] for t in [*inputs, *([base] if base is not None else [])]] + [task.shape[0]])
+    rows = None  # with differing vocabularies: the rows every input has, merged; the rest from `reference`
+    if task.reference is not None:
+        rows = min([t.shape[0] for t in [*inputs, *([base] if base is not None else [])]] + [task.shape[0]])
 
     def prep(t: torch.Tensor) -> torch.Tensor:
-        t = t[:rows] if t.shape[0] > rows else t
+        t = t[:rows] if rows is not None else t
         out = t.to(device=device, dtype=torch.float32)
         return out.clone() if out is t and not consume else out
 
     xs = [prep(t) for t in inputs]
-    b = base[:rows].to(device=device, dtype=torch.float32) if base is not None else None
+    b = None  # methods never write to the base, so it is not copied
+    if base is not None:
+        b = (base[:rows] if rows is not None else base).to(device=device, dtype=torch.float32)
     if method.randomized and generator is None:
         generator = tensor_generator(task.seed, task.name, device)
     out = CENSUS.track(method.fn(xs, b, [dict(p) for p in task.model_params], dict(task.global_params), generator))
     del xs, b
-    if rows < task.shape[0]:
+    if rows is not None and rows < task.shape[0]:
         if reference is None:
             raise MergeError(f"tensor {task.name} needs reference rows {rows}..{task.shape[0]} but none were given")
         full = reference.to(device=device, dtype=torch.float32, copy=True)

@@ -279,3 +279,25 @@ def test_merge_tensor_leaves_caller_tensors_untouched(families):
     again = merge_tensor(task, xs, b, method=plan.method)  # re-merge from the same loaded tensors
     assert torch.equal(first, again)
     assert all(torch.equal(x, c) for x, c in zip(xs, copies, strict=True))
+
+
+def test_scalar_and_integer_tensors(tmp_path):
+    """0-d tensors merge like any other; integer buffers are copied from the first input, not averaged."""
+    from safetensors.torch import save_file
+
+    from merge.executor import run_merge
+    from merge.recipe import load_recipe
+
+    models = []
+    for i, v in enumerate([1.0, 3.0]):
+        folder = tmp_path / f"m{i}"
+        folder.mkdir()
+        save_file({"scale": torch.tensor(v), "w": torch.full((2, 2), v), "ids": torch.arange(4) + i},
+                  str(folder / "model.safetensors"))
+        (folder / "config.json").write_text("{}")
+        models.append({"model": str(folder), "parameters": {"weight": 1.0}})
+    run_merge(load_recipe({"merge_method": "linear", "models": models}), tmp_path / "out", device="cpu")
+    out = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert out["scale"].item() == 2.0 and out["scale"].dim() == 0
+    assert torch.equal(out["w"], torch.full((2, 2), 2.0))
+    assert torch.equal(out["ids"], torch.arange(4)) and out["ids"].dtype == torch.int64
