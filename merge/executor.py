@@ -155,6 +155,12 @@ def _write_config(plan: MergePlan, readers: dict[str, ModelReader], tmp: Path, o
     if not cfg_path.is_file():
         return
     cfg = json.loads(cfg_path.read_text())
+    n_in = next((cfg[k] for k in ("num_hidden_layers", "n_layer", "num_layers") if isinstance(cfg.get(k), int)), None)
+    if n_in is not None and list(plan.layer_sources) != list(range(n_in)):
+        # per-layer settings (e.g. Qwen2's layer_types) follow the layers they describe
+        for key, value in list(cfg.items()):
+            if isinstance(value, list) and len(value) == n_in:
+                cfg[key] = [value[i] for i in plan.layer_sources]
     for key in ("num_hidden_layers", "n_layer", "num_layers"):
         if isinstance(cfg.get(key), int):
             cfg[key] = plan.n_layers

@@ -71,6 +71,7 @@ class MergePlan:
     n_layers: int
     vocab_rows: int | None = None
     models: tuple[str, ...] = field(default_factory=tuple)
+    layer_sources: tuple[int, ...] = ()  # output layer j is built from layer layer_sources[j] of its sources
 
     def task(self, name: str) -> TensorTask:
         for t in self.tasks:
@@ -205,7 +206,7 @@ class _Planner:
         post = [n for n in flat if not PRE_RE.search(n)]
         for n in pre:
             self.add(first, "slices[0]", n, [n] * len(first.sources), None, 0.0, shape_ref)
-        out_layer = 0
+        out_layer, layer_sources = 0, []
         for i, sl in enumerate(slices):
             count = sl.sources[0].layer_range[1] - sl.sources[0].layer_range[0]
             for j in range(count):
@@ -220,12 +221,13 @@ class _Planner:
                     in_names = [f"{prefix}.{s.layer_range[0] + j}.{rest}" for s in sl.sources]
                     self.add(sl, f"slices[{i}]", f"{prefix}.{out_layer}.{rest}", in_names, out_layer, t, shape_ref)
                 out_layer += 1
+                layer_sources.append(lead.layer_range[0] + j)
         for n in post:
             self.add(last, f"slices[{len(slices) - 1}]", n, [n] * len(last.sources), None, 0.0, shape_ref)
         vocab = next((t.shape[0] for t in self.tasks if t.reference is not None), None)
         models = tuple(dict.fromkeys([s.model for sl in slices for s in sl.sources]))
         return MergePlan(self.recipe, self.method, self.tasks, config_model, tokenizer_model, out_layer,
-                         vocab, models)
+                         vocab, models, tuple(layer_sources))
 
     def check_same_names(self, slices: tuple[Slice, ...]) -> None:
         """Whole-model merges: every input must have the same tensor names as the first."""

@@ -6,12 +6,12 @@
 Modules: `base.py` (ParamSpec, MergeMethod), `sparsify.py` (trimming, DARE dropping),
 `gta.py` (task-vector combination with optional sign election), one module per method family:
 `linear.py`, `task_arithmetic.py`, `ties.py`, `dare.py`, `breadcrumbs.py`, `slerp.py`,
-`model_stock.py`. Nothing registers itself on import: the table below is the whole registry.
+`model_stock.py`, `passthrough.py`. Nothing registers itself on import: the table below is the whole registry.
 """
 
 from __future__ import annotations
 
-from merge.methods import breadcrumbs, dare, linear, model_stock, slerp, task_arithmetic, ties
+from merge.methods import breadcrumbs, dare, linear, model_stock, passthrough, slerp, task_arithmetic, ties
 from merge.methods.base import REQUIRED, MergeMethod, ParamSpec
 
 # Parameters every recipe may set besides the method's own.
@@ -34,6 +34,8 @@ METHODS: dict[str, MergeMethod] = {
                     randomized=False, reference=breadcrumbs.REFERENCE),
         MergeMethod("slerp", slerp.slerp, slerp.PARAMS, needs_base=True, randomized=False,
                     reference=slerp.REFERENCE, min_inputs=1, max_inputs=1),
+        MergeMethod("passthrough", passthrough.passthrough, passthrough.PARAMS, needs_base=False, randomized=False,
+                    reference=passthrough.REFERENCE, min_inputs=1, max_inputs=1),
         MergeMethod("model_stock", model_stock.model_stock, model_stock.PARAMS, needs_base=True, randomized=False,
                     reference=model_stock.REFERENCE, min_inputs=2),
     )

@@ -301,3 +301,24 @@ def test_scalar_and_integer_tensors(tmp_path):
     assert out["scale"].item() == 2.0 and out["scale"].dim() == 0
     assert torch.equal(out["w"], torch.full((2, 2), 2.0))
     assert torch.equal(out["ids"], torch.arange(4)) and out["ids"].dtype == torch.int64
+
+
+def test_passthrough_frankenmerge(families, cli, tmp_path):
+    base, (e1, _) = families["qwen2"]
+    recipe = {"merge_method": "passthrough", "dtype": "float32", "slices": [
+        {"sources": [{"model": str(base), "layer_range": [0, 2]}]},
+        {"sources": [{"model": str(e1), "layer_range": [1, 2], "parameters": {"scale": 0.5}}]}]}
+    out = tmp_path / "out"
+    res = cli("merge", write(tmp_path / "r.yaml", recipe), "-o", out)
+    assert res.code == 0, res.err
+    merged, b, e = load_dir(out), load_dir(base), load_dir(e1)
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 3
+    k = "model.layers.{}.mlp.up_proj.weight"
+    assert torch.equal(merged[k.format(1)], b[k.format(1)])
+    assert torch.equal(merged[k.format(2)], e[k.format(1)] * 0.5)
+    assert torch.equal(merged["model.embed_tokens.weight"], b["model.embed_tokens.weight"])
+    assert torch.equal(merged["lm_head.weight"], e["lm_head.weight"] * 0.5)  # post weights: the last slice
+    generates(out)
+    recipe["slices"][0]["sources"].append({"model": str(e1), "layer_range": [0, 2]})
+    res = cli("merge", write(tmp_path / "r2.yaml", recipe), "-o", tmp_path / "out2")
+    assert res.code == 2 and "passthrough needs exactly 1 input model" in res.err

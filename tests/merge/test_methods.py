@@ -229,7 +229,7 @@ def test_topk_mask_ties_and_large_tensor_selection():
 
 def test_registry_is_explicit_and_complete():
     assert set(METHODS) == {"linear", "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
-                            "breadcrumbs_ties", "slerp", "model_stock"}
+                            "breadcrumbs_ties", "slerp", "model_stock", "passthrough"}
     assert {n for n, m in METHODS.items() if m.randomized} == {"dare_ties", "dare_linear"}
     assert all(m.reference.startswith("https://") for m in METHODS.values())
 
