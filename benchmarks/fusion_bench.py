@@ -18,39 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from rapidfuzz.distance import Levenshtein
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from merge.fusion.align import align_tokens, dtw_cumulative, dtw_path, edit_costs, strip_markers
+from merge.fusion.align import align_tokens, dtw_cumulative, dtw_path, edit_costs
+from tests.fusion.reference import reference_dtw
 
 PAIR_TOKENS = 2048
 REFERENCE_TOKENS = 384  # the slow reference runs on this many tokens per side, then is extrapolated
 TARGET_SECONDS = 0.3
-
-
-def reference_dtw(src: list[str], tgt: list[str]) -> list[tuple[int, int]]:
-    """FuseLLM's `dtw` as published: per-cell edit distance inside a Python double loop, then backtrack."""
-    n, m = len(src), len(tgt)
-    acc = np.full((n + 1, m + 1), np.inf)
-    acc[0, 0] = 0
-    for i in range(n):
-        for j in range(m):
-            cost = Levenshtein.distance(strip_markers(src[i]), strip_markers(tgt[j]))
-            acc[i + 1, j + 1] = cost + min(acc[i, j + 1], acc[i + 1, j], acc[i, j])
-    acc = acc[1:, 1:]
-    i, j = n - 1, m - 1
-    matches = []
-    while i > 0 or j > 0:
-        matches.append((i, j))
-        diag = acc[i - 1, j - 1] if i > 0 and j > 0 else np.inf
-        up = acc[i - 1, j] if i > 0 else np.inf
-        left = acc[i, j - 1] if j > 0 else np.inf
-        move = int(np.argmin([diag, up, left]))
-        i, j = (i - 1, j - 1) if move == 0 else (i - 1, j) if move == 1 else (i, j - 1)
-    matches.append((0, 0))
-    return matches[::-1]
 
 
 def token_streams(root: Path) -> dict[str, list[str]]:
