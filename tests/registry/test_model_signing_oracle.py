@@ -4,13 +4,20 @@ rejects it once tampered, and mergenet accepts what `model_signing sign key` wri
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-EXE = shutil.which("model_signing")
-pytestmark = pytest.mark.skipif(EXE is None, reason="model_signing executable (model-signing==1.1.1) not installed")
+# The tool sits beside the interpreter when the venv's python runs the tests without activation.
+_BESIDE = Path(sys.executable).parent / "model_signing"
+EXE = str(_BESIDE) if _BESIDE.is_file() else shutil.which("model_signing")
+# CI installs the test extras, so there a missing oracle is a broken setup, not a reason to skip.
+pytestmark = pytest.mark.skipif(EXE is None and os.environ.get("CI") != "true",
+                                reason="model_signing executable (model-signing==1.1.1) not installed")
 
 
 def ms(*args) -> subprocess.CompletedProcess:
