@@ -1,6 +1,7 @@
 """CLI commands for merge plans: `plan propose`, `plan status`, `plan ls`, `plan consent`.
 
     mergenet plan propose ties.yaml --verifiers 2 --spot-check 0.1 --expires 1h
+    mergenet plan propose fuse.yaml --tolerance 0.05 --holdout 0.25   # fusion: data goes inline
     mergenet plan status sha256:ab12… --wait --timeout 300
     mergenet plan ls
     mergenet plan consent PLAN_ID MODEL_ID --accept     # nodes whose consent policy is manual
@@ -36,8 +37,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--verifiers", type=int, default=2, help="nodes that must attest the result (default 2)")
     p.add_argument("--spot-check", type=float, default=0.1, help="share of tensors each verifier recomputes "
                                                                   "(default 0.1)")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="absolute tolerance of a recomputed tensor, on "
-                                                                  "top of the output dtype's rounding (default 1e-4)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="weight merge: absolute tolerance of a recomputed tensor, on top of the output dtype's "
+                        "rounding (default 1e-4); fusion: how much worse (nats per response character) the merged "
+                        "model's held-out loss may be than the target's (default 0.05)")
+    p.add_argument("--holdout", type=float, default=None, help="fusion: share of the data held out of training "
+                                                               "for the verifiers' measurement (default 0.25)")
     p.add_argument("--expires", default="1h", help="the plan expires after this long: 90s, 30m, 1h, 2d (default 1h)")
     p.add_argument("--memory", type=int, default=0, help="executor must have this many free bytes")
     p.add_argument("--gpu", action="store_true", help="executor must have a GPU")
@@ -82,17 +87,40 @@ def parse_duration(text: str) -> int:
     return int(value)
 
 
-def resolve_models(recipe_path: Path, ctx: Context) -> dict[str, Any]:
-    """The recipe as a dict whose models are ids: signed local folders are replaced by their id."""
-    from merge.recipe import load_recipe
+def is_fusion_file(recipe_path: Path) -> bool:
+    """Whether a recipe file is a fusion recipe (`target` + `sources`), not a weight merge."""
+    import yaml
+
+    from node.plans.fusion import is_fusion
+
+    try:
+        return is_fusion(yaml.safe_load(Path(recipe_path).read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False  # the weight-merge loader reports the problem
+
+
+def fusion_plan_recipe(recipe_path: Path, ctx: Context, holdout: float | None) -> dict[str, Any]:
+    """A fusion recipe as a plan recipe: models as ids, the data file inline (see node.plans.fusion)."""
+    from merge.fusion import load_recipe
+    from merge.fusion.data import load_examples
+    from node.plans import fusion
+
+    recipe = load_recipe(recipe_path)
+    load_examples(Path(recipe.data))  # a bad data file is the proposer's to fix, with its line number
+    resolved = recipe.with_models(_ids_of(recipe.model_refs(), recipe_path, ctx)).to_dict()
+    data = Path(recipe.data).read_bytes()
+    return fusion.inline_recipe(resolved, data, fusion.DEFAULT_HOLDOUT if holdout is None else holdout)
+
+
+def _ids_of(refs: list[str], recipe_path: Path, ctx: Context) -> dict[str, str]:
+    """Model id of each signed local folder among `refs` (ids are left out: they stay as they are)."""
     from node.plans.errors import PlanInputError
     from registry.local import LocalRegistry
 
-    recipe = load_recipe(recipe_path)
     mapping = {}
     registry = LocalRegistry(ctx.home)
     try:
-        for ref in recipe.model_refs():
+        for ref in refs:
             if ref.startswith("sha256:"):
                 continue
             folder = Path(ref).expanduser()
@@ -104,7 +132,15 @@ def resolve_models(recipe_path: Path, ctx: Context) -> dict[str, Any]:
             mapping[ref] = registry.verify(folder).id
     finally:
         registry.close()
-    return recipe.with_models(mapping).to_dict()
+    return mapping
+
+
+def resolve_models(recipe_path: Path, ctx: Context) -> dict[str, Any]:
+    """The recipe as a dict whose models are ids: signed local folders are replaced by their id."""
+    from merge.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path)
+    return recipe.with_models(_ids_of(recipe.model_refs(), recipe_path, ctx)).to_dict()
 
 
 def _call(ctx: Context, flag: str | None, method: str, request: Any) -> Any:
@@ -131,11 +167,18 @@ def _call(ctx: Context, flag: str | None, method: str, request: Any) -> Any:
 
 
 def cmd_propose(args: argparse.Namespace, ctx: Context) -> int:
+    from node.plans.fusion import DEFAULT_LOSS_TOLERANCE
     from protos import mergenet_pb2 as pb
 
-    recipe = resolve_models(Path(args.recipe), ctx)
+    fusion = is_fusion_file(Path(args.recipe))
+    if fusion:
+        recipe = fusion_plan_recipe(Path(args.recipe), ctx, args.holdout)
+        tolerance = DEFAULT_LOSS_TOLERANCE if args.tolerance is None else args.tolerance
+    else:
+        recipe = resolve_models(Path(args.recipe), ctx)
+        tolerance = 1e-4 if args.tolerance is None else args.tolerance
     request = pb.ProposeRequest(recipe_json=json.dumps(recipe), verifiers=args.verifiers, spot_check=args.spot_check,
-                                tolerance=args.tolerance, ttl_s=parse_duration(args.expires),
+                                tolerance=tolerance, ttl_s=parse_duration(args.expires),
                                 memory_bytes=args.memory, gpu=args.gpu)
     reply = _call(ctx, args.node, "Propose", request)
     ctx.emit({"plan_id": reply.plan_id}, reply.plan_id)
@@ -243,11 +286,13 @@ def status_text(d: dict[str, Any]) -> str:
         lines.append(f"executor  {_short(d['executor']['key_id'])} at {d['executor']['address']}")
         lines.append("verifiers " + ", ".join(f"{_short(v['key_id'])} at {v['address']}" for v in d["verifiers"]))
     if d["progress"]["total"]:
-        lines.append(f"progress  {d['progress']['done']}/{d['progress']['total']} tensors")
+        unit = "steps" if (d["method"] or "").startswith("fusion") else "tensors"
+        lines.append(f"progress  {d['progress']['done']}/{d['progress']['total']} {unit}")
     if d["result"]:
         r = d["result"]
         lines.append(f"result    {r['model_id'] or 'none: ' + r['error']} ({r['device']}, {r['seconds']}s)")
     lines.append(f"attested  {sum(a['passed'] for a in d['attestations'])}/{d['attestations_needed']}")
     lines += [f"  {_short(a['verifier'])} {'pass' if a['passed'] else 'FAIL'}: {a['detail']}"
+              + "".join(f"\n    {name} {value:.4f}" for name, value in sorted(a.get("scores", {}).items()))
               for a in d["attestations"]]
     return "\n".join(lines)

@@ -3,6 +3,8 @@ and register the result as a `merged` model whose manifest records the provenanc
 
     result = execute_plan(plan, ctx, progress)   # a Result naming the new model id
 
+A fusion plan (recipe with `target` + `sources`) goes to `node.jobs.fusion_jobs.execute_fusion`.
+
 Provenance (inside the signed manifest): plan id, input ids, the exact recipe, mergenet version,
 device and the executor's key id — everything a verifier needs to recompute any tensor.
 """
@@ -15,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from node.jobs.context import JobContext
+from node.plans.fusion import is_fusion
 from node.plans.model import Plan, Result
 
 log = logging.getLogger(__name__)
@@ -26,6 +29,10 @@ def provenance(plan: Plan, device: str, executor: str, version: str) -> dict:
 
 
 def execute_plan(plan: Plan, ctx: JobContext, progress: Callable[[int, int], None] | None = None) -> Result:
+    if is_fusion(plan.recipe):  # heterogeneous: train the target on the sources' distributions
+        from node.jobs.fusion_jobs import execute_fusion
+
+        return execute_fusion(plan, ctx, progress)
     from merge.executor import run_merge
     from merge.recipe import load_recipe
     from registry.local import LocalRegistry, mergenet_version

@@ -5,7 +5,8 @@ seeded share of the output tensors from the plan's recipe, compare within tolera
 
 A tensor matches when |recomputed − stored| ≤ tolerance + 2 ulp(output dtype) · |recomputed|
 element-wise, after rounding the float32 recomputation to the stored dtype: executors on other
-devices differ only by accumulation order, a tampered tensor by far more.
+devices differ only by accumulation order, a tampered tensor by far more. Fusion plans are
+measured instead (`node.jobs.fusion_jobs.verify_fusion`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from node.jobs.context import JobContext
 from node.plans import rules
+from node.plans.fusion import is_fusion
 from node.plans.model import Attestation, Plan, Result
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,10 @@ def check_tensors(recipe, merged_dir: Path, names: list[str], tolerance: float, 
 
 def verify_plan(plan: Plan, result: Result, executor: str, ctx: JobContext) -> Attestation:
     """Attest `result` of `plan`, whose committed executor has key id `executor`."""
+    if is_fusion(plan.recipe):  # training cannot be recomputed cheaply: measure held-out loss instead
+        from node.jobs.fusion_jobs import verify_fusion
+
+        return verify_fusion(plan, result, executor, ctx)
     from merge.io import ModelReader
     from merge.recipe import load_recipe
 

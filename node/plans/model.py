@@ -269,7 +269,8 @@ class Result:
 
 @dataclass(frozen=True)
 class Attestation:
-    """A verifier's statement: these tensors of `model_id` recomputed from the plan match (or not)."""
+    """A verifier's statement: these tensors of `model_id` recomputed from the plan match (or not);
+    for a fusion plan, no tensors but the `scores` it measured (name → value, e.g. held-out loss)."""
 
     plan_id: str
     model_id: str
@@ -277,17 +278,23 @@ class Attestation:
     max_abs_diff: float
     passed: bool
     detail: str = ""
+    scores: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"plan_id": self.plan_id, "model_id": self.model_id, "tensors": list(self.tensors),
-                "max_abs_diff": self.max_abs_diff, "passed": self.passed, "detail": self.detail}
+        out = {"plan_id": self.plan_id, "model_id": self.model_id, "tensors": list(self.tensors),
+               "max_abs_diff": self.max_abs_diff, "passed": self.passed, "detail": self.detail}
+        if self.scores:  # absent when empty, so weight-merge attestations keep their exact form
+            out["scores"] = dict(self.scores)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Attestation:
         w = "attestation"
+        raw = _req(data, "scores", dict, w) if "scores" in data else {}
+        scores = {str(k): _req(raw, k, float, "attestation scores") for k in raw}
         return cls(_check_id(_req(data, "plan_id", str, w), w), _check_id(_req(data, "model_id", str, w), w),
                    tuple(str(t) for t in _req(data, "tensors", list, w)), _req(data, "max_abs_diff", float, w),
-                   _req(data, "passed", bool, w), str(data.get("detail", "")))
+                   _req(data, "passed", bool, w), str(data.get("detail", "")), scores)
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

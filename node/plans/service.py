@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 
 from node.errors import NodeError, NodeInputError
+from node.plans import fusion
 from node.plans.engine import EngineConfig, PlanEngine
 from node.plans.errors import PlanInputError, PolicyError, UnknownPlanError
 from node.plans.model import PlanInput, Requirements, VerificationPolicy
@@ -37,7 +38,8 @@ CONSENT_POLICY_ENV = "MERGENET_CONSENT_POLICY"
 CONSENT_POLICY_FILE = "consent_policy"
 TICK_S = 0.25
 READY_TIMEOUT_S = 10.0
-MAX_STATEMENT_BYTES = 512 * 1024
+# A fusion plan carries its data (≤ fusion.MAX_DATA_BYTES, base64 twice); one gRPC message holds 1 MiB + 64 KiB.
+MAX_STATEMENT_BYTES = 1024 * 1024
 
 
 def consent_policy(home: Path) -> str:
@@ -121,8 +123,12 @@ class PlansServicer(pb_grpc.PlansServicer):
 
         engine = self.service.get(context)
         try:
-            recipe = load_recipe(json.loads(request.recipe_json)).to_dict()
-            inputs = inputs_from_recipe(load_recipe(recipe))
+            recipe = json.loads(request.recipe_json)
+            if fusion.is_fusion(recipe):  # heterogeneous: data travels inline, inputs are target/expert
+                inputs = fusion.validate(recipe)
+            else:
+                recipe = load_recipe(recipe).to_dict()
+                inputs = inputs_from_recipe(load_recipe(recipe))
             verification = VerificationPolicy(request.verifiers, request.spot_check, request.tolerance)
             record = engine.propose(recipe, inputs, verification,
                                     Requirements(request.memory_bytes, request.gpu), ttl_s=request.ttl_s or 3600)

@@ -1,5 +1,6 @@
 """A plan record as the JSON document `plan status` / `plan ls` show (and the gRPC Status RPC
-carries): state, consent, bids, executor, progress, result, attestations, history.
+carries): state, consent, bids, executor, progress, result, attestations (with the measured scores
+of a fusion plan), history.
 
     doc = status_doc(store.get(plan_id))
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from node.plans.fusion import is_fusion
 from node.plans.state import PlanRecord
 
 
@@ -16,7 +18,8 @@ def status_doc(record: PlanRecord) -> dict[str, Any]:
     commit = record.commit.body if record.commit else None
     result = record.result.body if record.result else None
     k = plan.verification.verifiers
-    return {
+    fusion = is_fusion(plan.recipe)  # measured, not recomputed: attestations carry scores
+    doc = {
         "plan_id": record.plan_id,
         "state": record.state,
         "reason": record.reason,
@@ -24,7 +27,7 @@ def status_doc(record: PlanRecord) -> dict[str, Any]:
         "proposer": {"key_id": plan.proposer, "address": plan.proposer_address},
         "created": plan.created,
         "expires": plan.expires,
-        "method": plan.recipe.get("merge_method"),
+        "method": f"fusion/{plan.recipe.get('fusion', 'min_ce')}" if fusion else plan.recipe.get("merge_method"),
         "inputs": [{"model_id": i.model_id, "role": i.role} for i in plan.inputs],
         "license": plan.license,
         "verification": {"verifiers": k, "spot_check": plan.verification.spot_check,
@@ -44,9 +47,13 @@ def status_doc(record: PlanRecord) -> dict[str, Any]:
                    "error": result.error} if result else None,
         "attestations": [
             {"verifier": key, "passed": s.body.passed, "tensors_checked": len(s.body.tensors),
-             "max_abs_diff": s.body.max_abs_diff, "detail": s.body.detail}
+             "max_abs_diff": s.body.max_abs_diff, "detail": s.body.detail,
+             **({"scores": dict(s.body.scores)} if fusion else {})}
             for key, s in sorted(record.attestations.items())
         ],
         "attestations_needed": k,
         "history": [{"state": st, "time": t, "reason": why} for st, t, why in record.history],
     }
+    if fusion:
+        doc["data_sha256"] = plan.recipe.get("data_sha256")
+    return doc
