@@ -65,6 +65,7 @@ def run_merge_cmd(args: argparse.Namespace, ctx: Context) -> int:
                 mapping[ref] = str(reg.materialize(model_id, scratch / model_id.removeprefix(ID_PREFIX)[:16]))
                 inputs[ref] = model_id
             runnable = recipe.with_models(mapping)
+        inputs.update(_identify_local_inputs(ctx, recipe, skip=set(ids)))
         with ctx.progress("merge", unit="tensor") as bar:
             result = run_merge(runnable, args.out, device=args.device, out_dtype=args.dtype,
                                shard_size=args.shard_size, progress=bar, inputs=inputs, card_recipe=recipe,
@@ -77,7 +78,7 @@ def run_merge_cmd(args: argparse.Namespace, ctx: Context) -> int:
             f"{result.bytes_written / 1e6:.1f} MB in {result.seconds:.1f}s on {result.device}")
     if args.submit:
         record = _registry(ctx).submit(result.out_dir, kind="merged",
-                                       provenance=_provenance(ctx, recipe, result.device))
+                                       provenance=_provenance(recipe, result.device, inputs))
         doc["id"] = record.id
         text += f"\nregistered as {record.id}"
     ctx.emit(doc, text)
@@ -99,26 +100,37 @@ def _version() -> str:
         return "unknown"
 
 
-def _provenance(ctx: Context, recipe: Any, device: str) -> dict[str, Any]:
+def _provenance(recipe: Any, device: str, identities: dict[str, str]) -> dict[str, Any]:
     """Inputs by model id where one is known (an id in the recipe, or a signed folder), else by path."""
     roles = []
     for ref in recipe.model_refs():
         role = "base" if ref == recipe.base_model else "tokenizer" if ref == recipe.tokenizer_source else "expert"
-        roles.append({"role": role, "ref": ref, "id": _model_id(ctx, ref)})
+        ident = identities.get(ref, "")
+        roles.append({"role": role, "ref": ref, "id": ident if ident.startswith(ID_PREFIX) else None,
+                      **({"digests": ident} if ident and not ident.startswith(ID_PREFIX) else {})})
     return {"method": recipe.merge_method, "recipe": recipe.to_dict(),
             "inputs": [r["id"] or r["ref"] for r in roles], "input_roles": roles,
             "mergenet_version": _version(), "device": device}
 
 
-def _model_id(ctx: Context, ref: str) -> str | None:
+def _identify_local_inputs(ctx: Context, recipe: Any, skip: set[str]) -> dict[str, str]:
+    """What the model card and provenance record for local folder inputs: the verified model id of
+    a signed folder, else the sha256 of each weight file (so the card names exact bytes)."""
     from registry.errors import RegistryError
+    from registry.hashing import hash_files
 
-    try:
-        if ref.startswith(ID_PREFIX):
-            return _registry(ctx).resolve(ref)
-        if (Path(ref) / "model.sig").is_file():
-            return _registry(ctx).verify(ref).id
-    except RegistryError:
-        return None
-    return None
-
+    found = {}
+    for ref in recipe.model_refs():
+        folder = Path(ref)
+        if ref in skip or not folder.is_dir():
+            continue
+        if (folder / "model.sig").is_file():
+            try:
+                found[ref] = _registry(ctx).verify(ref).id
+                continue
+            except RegistryError as exc:
+                ctx.note(f"{ref}: not recording its signature ({exc}); recording file digests instead")
+        weights = {p.name: p for p in sorted(folder.glob("*.safetensors"))}
+        digests = hash_files(weights)
+        found[ref] = ", ".join(f"{name} sha256:{d.sha256}" for name, d in sorted(digests.items()))
+    return found

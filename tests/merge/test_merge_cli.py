@@ -322,3 +322,18 @@ def test_passthrough_frankenmerge(families, cli, tmp_path):
     recipe["slices"][0]["sources"].append({"model": str(e1), "layer_range": [0, 2]})
     res = cli("merge", write(tmp_path / "r2.yaml", recipe), "-o", tmp_path / "out2")
     assert res.code == 2 and "passthrough needs exactly 1 input model" in res.err
+
+
+def test_model_card_names_exact_input_bytes(families, cli, model_copy, tmp_path):
+    """A signed folder is recorded by its verified model id, an unsigned one by its weight digests."""
+    import hashlib
+
+    base, _ = families["llama"]
+    signed, unsigned = model_copy("llama", 1), model_copy("llama", 2)
+    model_id = json.loads(cli("submit", signed, "--json").out)["id"]
+    write(tmp_path / "r.yaml", recipe_for("task_arithmetic", base, [signed, unsigned]))
+    assert cli("merge", tmp_path / "r.yaml", "-o", tmp_path / "out").code == 0
+    card = (tmp_path / "out" / "README.md").read_text()
+    digest = hashlib.sha256((unsigned / "model.safetensors").read_bytes()).hexdigest()
+    assert f"`{signed}`: `{model_id}`" in card
+    assert f"model.safetensors sha256:{digest}" in card
