@@ -277,6 +277,8 @@ def status_text(d: dict[str, Any]) -> str:
              f"method    {d['method']}   license {d['license']}",
              f"proposer  {_short(d['proposer']['key_id'])} at {d['proposer']['address']}"]
     lines += [f"input     {i['role']:<6} {i['model_id']}" for i in d["inputs"]]
+    if d.get("data_sha256"):
+        lines.append(f"data      sha256:{d['data_sha256']} (inline in the plan)")
     for c in d["consents"]:
         verdict = {True: "accepted", False: f"refused ({c['reason']})", None: "waiting"}[c["accept"]]
         lines.append(f"consent   {c['model_id'][:23]} by {_short(c['publisher'])}: {verdict}")

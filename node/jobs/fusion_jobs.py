@@ -54,6 +54,7 @@ def execute_fusion(plan: Plan, ctx: JobContext, progress: Callable[[int, int], N
     # Model refs stay ids (the model card names them); `resolve` maps them to the fetched folders.
     recipe = load_recipe({**fusion.settings(plan.recipe), "data": str(train)})
     out = work / f"merged-{plan.digest_hex[:12]}"
+    shutil.rmtree(out, ignore_errors=True)  # left by a run interrupted before submit; steps are reused
     fused = run_fusion(recipe, out, device=ctx.device, work_dir=work / "fusion", progress=progress,
                        resolve=lambda ref: paths[ref])
     target = next(i.model_id for i in plan.inputs if i.role == "target")

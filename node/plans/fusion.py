@@ -31,7 +31,9 @@ import binascii
 import hashlib
 import math
 import random
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from node.plans.errors import PlanInputError
@@ -121,14 +123,19 @@ def validate(recipe: Mapping[str, Any]) -> list[PlanInput]:
     """Check a fusion plan recipe as the proposer's node and every worker do; its inputs."""
     from merge.errors import MergeError
     from merge.fusion import load_recipe
+    from merge.fusion.data import load_examples
 
     inputs = inputs_of(recipe)
     data = data_bytes(recipe)
     split_lines(data, holdout_share(recipe), recipe["data_sha256"])
-    try:
-        load_recipe({**settings(recipe), "data": "data.jsonl"})
-    except MergeError as exc:
-        raise PlanInputError(str(exc)) from None
+    with tempfile.TemporaryDirectory(prefix="mergenet-fusion-") as tmp:
+        path = Path(tmp) / "data.jsonl"
+        path.write_bytes(data)
+        try:
+            load_recipe({**settings(recipe), "data": str(path)})
+            load_examples(path)  # every line a complete example, else the error names the line
+        except MergeError as exc:
+            raise PlanInputError(f"fusion plan recipe: {exc}") from None
     return inputs
 
 

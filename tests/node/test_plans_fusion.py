@@ -61,8 +61,13 @@ def test_inline_data_is_checked_split_deterministically_and_capped():
         fusion.split_lines(data.splitlines()[0], 0.5, "s")
     with pytest.raises(PlanInputError, match="not a model id"):
         fusion.inputs_of({"target": "./pivot", "sources": ["sha256:" + "1" * 64]})
-    assert [i.role for i in fusion.inputs_of({"target": "sha256:" + "0" * 64, "sources": ["sha256:" + "1" * 64]})] \
-        == ["target", "expert"]
+    ids = {"target": "sha256:" + "0" * 64, "sources": ["sha256:" + "1" * 64]}
+    assert [i.role for i in fusion.validate(fusion.inline_recipe(ids, data))] == ["target", "expert"]
+    broken = data.replace(b'"response": "a1"', b'"answer": "a1"')
+    with pytest.raises(PlanInputError, match="line 2: missing field 'response'"):
+        fusion.validate(fusion.inline_recipe(ids, broken))
+    with pytest.raises(PlanInputError, match="'epochs'"):
+        fusion.validate(fusion.inline_recipe({**ids, "epochs": 0}, data))
 
 
 def test_attestation_scores_are_signed_and_absent_from_weight_merge_attestations(tmp_path):
