@@ -81,6 +81,20 @@ def test_attestation_scores_are_signed_and_absent_from_weight_merge_attestations
     assert verify(sign(ident, plain), "attestation").body.scores == {}
 
 
+def test_a_plan_with_the_largest_inline_data_fits_one_statement(tmp_path):
+    from node.client import MAX_MESSAGE_BYTES
+    from node.plans.model import Plan, canonical_json
+    from node.plans.service import MAX_STATEMENT_BYTES
+
+    ident, _ = Identity.load_or_create(tmp_path)
+    ids = {"target": "sha256:" + "0" * 64, "sources": ["sha256:" + "1" * 64, "sha256:" + "2" * 64]}
+    recipe = fusion.inline_recipe(ids, "\u00e9\"\n".encode() * (fusion.MAX_DATA_BYTES // 4))
+    plan = Plan.new(proposer=ident.key_id, proposer_address="127.0.0.1:7470", inputs=fusion.inputs_of(recipe),
+                    recipe=recipe, license="MIT")
+    size = len(canonical_json(sign(ident, plan)))
+    assert size <= MAX_STATEMENT_BYTES < MAX_MESSAGE_BYTES, size
+
+
 # ---- a fusion plan across real nodes -----------------------------------------------------------------
 
 
