@@ -11,6 +11,7 @@ import argparse
 import re
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +66,19 @@ def run_merge_cmd(args: argparse.Namespace, ctx: Context) -> int:
                 mapping[ref] = str(reg.materialize(model_id, scratch / model_id.removeprefix(ID_PREFIX)[:16]))
                 inputs[ref] = model_id
             runnable = recipe.with_models(mapping)
-        inputs.update(_identify_local_inputs(ctx, recipe, skip=set(ids)))
-        with ctx.progress("merge", unit="tensor") as bar:
-            result = run_merge(runnable, args.out, device=args.device, out_dtype=args.dtype,
-                               shard_size=args.shard_size, progress=bar, inputs=inputs, card_recipe=recipe,
-                               version=_version())
+        # Local inputs are hashed while the merge runs; the card waits for the digests.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="input-digests") as pool:
+            local = pool.submit(_identify_local_inputs, ctx, recipe, set(ids))
+
+            def identities() -> dict[str, str]:
+                inputs.update(local.result())
+                return inputs
+
+            with ctx.progress("merge", unit="tensor") as bar:
+                result = run_merge(runnable, args.out, device=args.device, out_dtype=args.dtype,
+                                   shard_size=args.shard_size, progress=bar, inputs=identities,
+                                   card_recipe=recipe, version=_version())
+            identities()
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -119,10 +128,10 @@ def _identify_local_inputs(ctx: Context, recipe: Any, skip: set[str]) -> dict[st
     from registry.errors import RegistryError
     from registry.hashing import hash_files
 
-    found = {}
+    found, unsigned = {}, {}
     for ref in recipe.model_refs():
         folder = Path(ref)
-        if ref in skip or not folder.is_dir():
+        if ref in skip or ref in found or not folder.is_dir():
             continue
         if (folder / "model.sig").is_file():
             try:
@@ -130,7 +139,10 @@ def _identify_local_inputs(ctx: Context, recipe: Any, skip: set[str]) -> dict[st
                 continue
             except RegistryError as exc:
                 ctx.note(f"{ref}: not recording its signature ({exc}); recording file digests instead")
-        weights = {p.name: p for p in sorted(folder.glob("*.safetensors"))}
-        digests = hash_files(weights)
-        found[ref] = ", ".join(f"{name} sha256:{d.sha256}" for name, d in sorted(digests.items()))
+        unsigned.update({(ref, p.name): p for p in sorted(folder.glob("*.safetensors"))})
+    # One call, so that the files of every unsigned input are hashed in parallel.
+    digests = hash_files({f"{i}/{name}": path for i, ((_, name), path) in enumerate(unsigned.items())})
+    for i, (ref, name) in enumerate(unsigned):
+        entry = f"{name} sha256:{digests[f'{i}/{name}'].sha256}"
+        found[ref] = f"{found[ref]}, {entry}" if ref in found else entry
     return found
