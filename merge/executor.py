@@ -144,6 +144,11 @@ def _check_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise MergeInputError(f"output folder {out_dir} already exists and is not empty; "
                               "choose another -o or remove it")
+    for parent in out_dir.parents:  # the first existing ancestor must be a folder we can write into
+        if parent.exists():
+            if not parent.is_dir():
+                raise MergeInputError(f"cannot create output folder {out_dir}: {parent} is a file")
+            break
 
 
 def _write_config(plan: MergePlan, readers: dict[str, ModelReader], tmp: Path, out_dtype: str | None) -> None:

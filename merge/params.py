@@ -14,6 +14,7 @@ through to the next one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -73,11 +74,16 @@ def coerce(value: Any, kind: type, where: str) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif kind is float:
+        number: float | None = None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
-                pass
+                number = None
+        if number is not None:
+            if not math.isfinite(number):  # a NaN/inf weight would silently poison every tensor
+                raise RecipeError(f"{where} must be a finite number, got {value!r}")
+            return number
     raise RecipeError(f"{where} must be a {kind.__name__}, got {value!r}")

@@ -149,9 +149,11 @@ def load_recipe(source: Path | str | Mapping[str, Any]) -> Recipe:
         if isinstance(source, Path) or ("\n" not in text and (path.suffix in (".yaml", ".yml") or path.is_file())):
             where = str(path)
             try:
-                text = path.read_text()
+                text = path.read_text(encoding="utf-8")
             except OSError as exc:
                 raise RecipeError(f"cannot read recipe {path}: {exc.strerror or exc}") from exc
+            except UnicodeDecodeError:
+                raise RecipeError(f"recipe {path} is not UTF-8 text; a recipe is a YAML file") from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:

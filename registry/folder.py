@@ -44,6 +44,10 @@ def check_relpath(name: str, what: str = "file name") -> str:
     """A stored or received name must be a plain relative POSIX path; BadModelError otherwise."""
     if not isinstance(name, str) or not name:
         raise BadModelError(f"empty {what}")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadModelError(f"{what} {name!r} is not valid UTF-8; rename the file") from None
     if any(ord(c) < 32 or c in "\\\x7f" for c in name):
         raise BadModelError(f"{what} {name!r} contains a backslash or control character")
     pure = PurePosixPath(name)
@@ -110,6 +114,8 @@ def read_config(root: Path) -> dict[str, Any]:
         raise BadModelError(f"{CONFIG_FILE} is missing from {root}; a model folder needs an HF config") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadModelError(f"{CONFIG_FILE} in {root} does not parse as JSON: {exc}") from None
+    except OSError as exc:
+        raise BadModelError(f"{CONFIG_FILE} in {root} cannot be read: {exc.strerror}") from None
     if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
         raise BadModelError(f"{CONFIG_FILE} in {root} has no string model_type field")
     return config

@@ -140,6 +140,9 @@ class LocalRegistry:
     def _validate_folder(root: Path) -> tuple[FolderScan, dict[str, SafetensorsInfo]]:
         """Everything that can be wrong with the folder is found here, before any byte is written."""
         scan = scan_folder(root)
+        for own in (MANIFEST_FILE, SIGNATURE_FILE):
+            if (root / own).exists() and not (root / own).is_file():
+                raise BadModelError(f"{root / own} is not a regular file; submit writes {own} there (remove it)")
         if not os.access(root, os.W_OK):
             raise BadModelError(f"{root} is not writable; submit writes {MANIFEST_FILE} and {SIGNATURE_FILE} "
                                 "into it (copy the folder somewhere writable)")

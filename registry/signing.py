@@ -19,7 +19,7 @@ from typing import Any
 
 from registry.dsse import IN_TOTO_PAYLOAD_TYPE, bundle_hint, sign_bundle, verify_bundle
 from registry.errors import BadModelError, VerificationError
-from registry.folder import IGNORE_PATHS, SIGNATURE_FILE, check_relpath
+from registry.folder import IGNORE_PATHS, SIGNATURE_FILE, check_relpath, is_ignored
 from registry.identity import Identity
 from registry.statements import IN_TOTO_STATEMENT_TYPE
 
@@ -71,9 +71,7 @@ def build_statement(model_name: str, resources: Mapping[str, str]) -> dict[str, 
 def sign_files(identity: Identity, model_name: str, resources: Mapping[str, str]) -> tuple[bytes, str]:
     """model.sig bytes for these files; returns (bytes, root hex)."""
     for name in resources:
-        check_relpath(name)
-        if name == SIGNATURE_FILE:
-            raise BadModelError(f"{SIGNATURE_FILE} cannot sign itself")
+        signed_name(name)
     statement = build_statement(model_name or "model", resources)
     payload = json.dumps(statement, indent=2).encode()
     bundle = sign_bundle(identity, IN_TOTO_PAYLOAD_TYPE, payload)
@@ -112,20 +110,22 @@ def verify_model_sig(raw: bytes, public_pem: bytes | str) -> SignedFiles:
     if st.get("_type") != IN_TOTO_STATEMENT_TYPE or st.get("predicateType") != MODEL_SIGNING_PREDICATE:
         raise VerificationError(f"{SIGNATURE_FILE} has predicate type {st.get('predicateType')!r}, "
                                 f"expected {MODEL_SIGNING_PREDICATE}")
+    if not isinstance(ser, dict) or not isinstance(items, list) or not isinstance(subject, list):
+        raise VerificationError(f"{SIGNATURE_FILE} has a malformed statement (serialization, resources or subject)")
     if len(subject) != 1 or ser.get("method") != "files" or ser.get("hash_type") != HASH_TYPE:
         raise VerificationError(f"{SIGNATURE_FILE} uses serialization {ser!r}; only per-file sha256 is supported")
     resources: dict[str, str] = {}
     h = hashlib.sha256()
     try:
         for item in items:
-            rel, digest = check_relpath(item["name"], "signed file name"), item["digest"]
+            rel, digest = signed_name(item["name"]), item["digest"]
             if item["algorithm"] != HASH_TYPE or rel in resources:
                 raise VerificationError(f"{SIGNATURE_FILE} lists {rel!r} twice or with a non-sha256 digest")
             h.update(bytes.fromhex(digest))
             resources[rel] = digest.lower()
     except BadModelError as exc:
         raise VerificationError(f"{SIGNATURE_FILE}: {exc}") from None
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise VerificationError(f"{SIGNATURE_FILE} has a malformed resource entry") from None
     if h.hexdigest() != root:
         raise VerificationError(f"{SIGNATURE_FILE} is inconsistent: its root digest does not match its file list")
@@ -152,7 +152,8 @@ def _unverified_predicate(raw: bytes) -> dict[str, Any]:
 
 def declared_ignore_paths(raw: bytes) -> tuple[str, ...]:
     """ignore_paths as model.sig declares them (verification fails later if they were altered)."""
-    ignore = _unverified_predicate(raw).get("serialization", {}).get("ignore_paths", [])
+    ser = _unverified_predicate(raw).get("serialization", {})
+    ignore = ser.get("ignore_paths", []) if isinstance(ser, dict) else []
     return tuple(p for p in ignore if isinstance(p, str)) if isinstance(ignore, list) else ()
 
 
@@ -160,8 +161,25 @@ def parse_signed_resources(raw: bytes) -> dict[str, str]:
     """{path: sha256} as model.sig lists them, unverified: tells a puller which blobs to fetch."""
     try:
         items = _unverified_predicate(raw)["resources"]
-        return {check_relpath(i["name"], "signed file name"): str(i["digest"]).lower() for i in items}
-    except (KeyError, TypeError) as exc:
+        if not isinstance(items, list):
+            raise TypeError("resources is not a list")
+        return {signed_name(i["name"]): str(i["digest"]).lower() for i in items}
+    except (KeyError, TypeError, AttributeError) as exc:
         raise VerificationError(f"{SIGNATURE_FILE} has a malformed resource list ({exc})") from None
     except BadModelError as exc:
         raise VerificationError(f"{SIGNATURE_FILE}: {exc}") from None
+
+
+def signed_name(name: str) -> str:
+    """A file name a signature may list, and so a puller may write: a safe relative path, UTF-8,
+    never one of the paths model-signing ignores (model.sig, .git, ...) and no `.git` folder at any
+    depth — a signed `.git/config` written into a pulled folder would run code on the next `git`."""
+    rel = check_relpath(name, "signed file name")
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadModelError(f"signed file name {rel!r} is not valid UTF-8") from None
+    if is_ignored(rel) or any(part.lower() == ".git" for part in rel.split("/")):
+        raise BadModelError(f"signed file name {rel!r} is a path model-signing ignores (.git, model.sig, ...); "
+                            "a signature must not list it")
+    return rel

@@ -93,6 +93,8 @@ def load_recipe(source: Path | str | Mapping[str, Any], *, base_dir: Path | None
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise RecipeError(f"cannot read fusion recipe {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise RecipeError(f"fusion recipe {path} is not UTF-8 text; a recipe is a YAML file") from None
         except yaml.YAMLError as exc:
             raise RecipeError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, Mapping):

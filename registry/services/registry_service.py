@@ -15,7 +15,6 @@ import grpc
 
 from protos import mergenet_pb2 as pb
 from protos import mergenet_pb2_grpc as pb_grpc
-from registry.errors import RegistryError
 from registry.services import convert
 from registry.services.ads import verify_ad
 from registry.services.hooks import NetworkHooks
@@ -50,7 +49,7 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         for msg in ads:
             try:
                 good.append(verify_ad(convert.ad_from_pb(msg)))
-            except RegistryError as exc:  # a forged or garbled ad is dropped, the rest still count
+            except Exception as exc:  # a forged or garbled ad, whatever breaks, is dropped; the rest count
                 log.info("dropped advertisement from %s: %s", sender.grpc_addr or context.peer(), exc)
                 rejected += 1
         if good and sender.grpc_addr:
