@@ -9,12 +9,21 @@ checks the sha256 before the blob enters the store. A holder that dies is marked
 next one resumes the partial file; a holder whose bytes do not hash to the signed digest is
 marked bad and the partial discarded. Several blobs stream at once, so hashing one blob
 overlaps with receiving the next.
+
+Advertised sizes are unsigned, so they are progress hints only: a stream longer than the ad
+says blames nobody (the sha256 at the end decides). What bounds a stream is an absolute
+per-blob cap (MAX_BLOB_BYTES, env MERGENET_MAX_BLOB_BYTES), the streaming holder's own
+`total_size` claim, and free disk space: the store's disk never drops below MIN_FREE_BYTES
+(env MERGENET_MIN_FREE_BYTES). A holder that streams past the cap or its own claim, or fills
+the disk past every size anyone stated, has its partial file deleted and is marked bad; a
+blob that genuinely does not fit stops the pull with DiskSpaceError (partial kept to resume).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -24,10 +33,10 @@ from pathlib import Path
 import grpc
 
 from node.client import connect, transfer_stub
-from node.errors import PeerError
+from node.errors import NodeError, PeerError
 from node.peers import PeerTable
 from protos import mergenet_pb2 as pb
-from registry.errors import VerificationError
+from registry.errors import RegistryError, VerificationError
 from registry.store import BlobStore
 
 log = logging.getLogger(__name__)
@@ -40,12 +49,45 @@ TAMPERED = "tampered bytes"
 STALL_TIMEOUT_S = 30.0
 STALL_POLL_S = 0.5
 HASH_READ_BYTES = 8 << 20  # re-hashing a kept partial file on resume
+# No blob is ever larger than this, whatever an ad or a holder claims (the largest single
+# safetensors shards in the wild are ~10-20 GiB); beyond it the holder is lying.
+MAX_BLOB_BYTES = 64 << 30
+MAX_BLOB_ENV = "MERGENET_MAX_BLOB_BYTES"
+# Streaming stops before the store's disk has less than this free (the OS, logs and the
+# registry's own files need room too).
+MIN_FREE_BYTES = 1 << 30
+MIN_FREE_ENV = "MERGENET_MIN_FREE_BYTES"
+
+
+class DiskSpaceError(NodeError):
+    """The store's disk has too little room left for the blobs being pulled (exit 1)."""
+
+
+class StreamOverrun(PeerError):
+    """A holder streamed more bytes than any believable size of the blob."""
+
+
+def _limit(value: int | None, env: str, default: int) -> int:
+    if value is not None:
+        return value
+    raw = os.environ.get(env, "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        log.info("ignoring %s=%r: not an integer number of bytes", env, raw)
+        return default
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on the filesystem holding `path`."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
 
 
 def _cancel_when_stalled(stream: grpc.Future, deadline: list[float], done: threading.Event) -> None:
     while not done.wait(STALL_POLL_S):
         if time.monotonic() > deadline[0]:
-            log.warning("transfer stalled for longer than the stall timeout; cancelling it")
+            log.info("transfer stalled for longer than the stall timeout; cancelling it")
             stream.cancel()
             return
 
@@ -53,8 +95,11 @@ def _cancel_when_stalled(stream: grpc.Future, deadline: list[float], done: threa
 class BlobFetcher:
     def __init__(self, store: BlobStore, holders: list[str], peers: PeerTable,
                  progress: ProgressFn | None = None, stall_timeout_s: float = STALL_TIMEOUT_S,
-                 on_blob: Callable[[str], None] | None = None) -> None:
+                 on_blob: Callable[[str], None] | None = None, max_blob_bytes: int | None = None,
+                 min_free_bytes: int | None = None) -> None:
         self.store = store
+        self.max_blob_bytes = _limit(max_blob_bytes, MAX_BLOB_ENV, MAX_BLOB_BYTES)
+        self.min_free_bytes = _limit(min_free_bytes, MIN_FREE_ENV, MIN_FREE_BYTES)
         self.on_blob = on_blob  # called (in a worker thread) with each digest once it is in the store
         self.stall_timeout_s = stall_timeout_s
         self.holders = holders
@@ -68,6 +113,8 @@ class BlobFetcher:
 
     def fetch_all(self, blobs: Mapping[str, int]) -> None:
         """Fetch every blob (digest hex → advisory size) not yet in the store."""
+        # Sizes are unsigned hints: clamp them so a lying ad cannot skew progress or ordering.
+        blobs = {digest: max(0, min(int(size), self.max_blob_bytes)) for digest, size in blobs.items()}
         self._total = sum(blobs.values())
         missing = []
         for digest, size in blobs.items():
@@ -92,8 +139,14 @@ class BlobFetcher:
             try:
                 hashed_as = self._stream(addr, digest, size_hint)
                 self.store.commit_partial(digest, hashed_as=hashed_as)
+            except StreamOverrun as exc:
+                self._discard(digest)  # unverifiable bytes nobody vouched for: never keep them
+                log.info("%s; abandoning it", exc)
+                self.peers.mark_bad(addr, str(exc))
+                failures.append(f"{addr}: streamed too much")
+                continue
             except grpc.RpcError as exc:
-                log.warning("holder %s failed while sending %s: %s", addr, digest[:16], exc.code().name)
+                log.info("holder %s failed while sending %s: %s", addr, digest[:16], exc.code().name)
                 failures.append(f"{addr}: {exc.code().name}")
                 if exc.code() == grpc.StatusCode.OUT_OF_RANGE:  # our partial is longer than the blob
                     self._discard(digest)
@@ -109,12 +162,12 @@ class BlobFetcher:
                     refetched.add(addr)
                     queue.insert(0, addr)
                     continue
-                log.warning("holder %s sent bytes that do not hash to %s; abandoning it", addr, digest[:16])
+                log.info("holder %s sent bytes that do not hash to %s; abandoning it", addr, digest[:16])
                 self.peers.mark_bad(addr, f"served bytes that do not match sha256:{digest}")
                 failures.append(f"{addr}: {TAMPERED}")
                 continue
             with self._lock:
-                self._have[digest] = max(self._have.get(digest, 0), size_hint)
+                self._have[digest] = max(self._have.get(digest, 0), size_hint, self._stored_size(digest))
                 if addr not in self.sources:
                     self.sources.append(addr)
             self._report()
@@ -133,6 +186,12 @@ class BlobFetcher:
         except FileNotFoundError:
             return 0
 
+    def _stored_size(self, digest: str) -> int:
+        try:
+            return self.store.size(digest)
+        except (OSError, RegistryError):
+            return 0
+
     def _discard(self, digest: str) -> None:
         self.store.partial_path(digest).unlink(missing_ok=True)
         with self._lock:
@@ -141,8 +200,15 @@ class BlobFetcher:
     def _stream(self, addr: str, digest: str, size_hint: int) -> str:
         """Append the holder's bytes to the partial file and return the sha256 of the whole file,
         hashed as it is written (so committing it needs no second read); a stream silent for
-        stall_timeout_s is cancelled (a holder that hangs is as useless as a dead one)."""
+        stall_timeout_s is cancelled (a holder that hangs is as useless as a dead one); StreamOverrun
+        past any believable size, DiskSpaceError when the disk would fill."""
         offset = self._partial_size(digest)
+        part_dir = self.store.partial_path(digest).parent
+        part_dir.mkdir(parents=True, exist_ok=True)
+        if free_bytes(part_dir) < self.min_free_bytes:
+            raise DiskSpaceError(f"only {free_bytes(part_dir) >> 20} MiB free on the disk of {part_dir}; "
+                                 f"free at least {self.min_free_bytes >> 20} MiB more and pull again")
+        claimed = 0  # the streaming holder's own statement of the blob's size (0: none)
         hasher = _hash_prefix(self.store.partial_path(digest), offset)
         with connect(addr) as ch, open(self.store.partial_path(digest), "ab") as out:
             stream = transfer_stub(ch).Fetch(pb.FetchRequest(digest=digest, offset=offset), timeout=None)
@@ -151,9 +217,18 @@ class BlobFetcher:
             threading.Thread(target=_cancel_when_stalled, args=(stream, deadline, done), daemon=True).start()
             try:
                 for chunk in stream:
-                    if chunk.offset != offset or (size_hint and offset + len(chunk.data) > size_hint):
+                    if chunk.offset != offset:
                         stream.cancel()
                         raise VerificationError(f"holder {addr} sent bytes at the wrong offset for {digest}")
+                    claimed = claimed or chunk.total_size
+                    try:
+                        self._check_room(addr, digest, offset + len(chunk.data), len(chunk.data),
+                                         max(size_hint, claimed), claimed, out.fileno())
+                    except NodeError:
+                        stream.cancel()
+                        raise
+                    if not chunk.data:
+                        continue  # an empty chunk is no progress: it must not hold off the stall timeout
                     out.write(chunk.data)
                     hasher.update(chunk.data)
                     offset += len(chunk.data)
@@ -165,6 +240,23 @@ class BlobFetcher:
             finally:
                 done.set()
         return hasher.hexdigest()
+
+    def _check_room(self, addr: str, digest: str, end: int, n: int, stated: int, claimed: int, fd: int) -> None:
+        """Refuse to grow the partial file of `digest` by `n` bytes to `end` past the cap, past the
+        holder's own claim, or into the disk's reserve; `stated` is the largest size anyone gave."""
+        where = f"holder {addr} streamed more than"
+        if end > self.max_blob_bytes:
+            raise StreamOverrun(f"{where} the {self.max_blob_bytes}-byte cap for one blob (sha256:{digest[:16]}…)")
+        if claimed and end > claimed:
+            raise StreamOverrun(f"{where} the {claimed} bytes it said blob sha256:{digest[:16]}… has")
+        st = os.fstatvfs(fd)
+        free = st.f_bavail * st.f_frsize
+        if free - n >= self.min_free_bytes:
+            return
+        if end > stated:  # nobody said the blob is this big: the streamer is filling our disk
+            raise StreamOverrun(f"{where} anyone stated for blob sha256:{digest[:16]}… until the disk was nearly full")
+        raise DiskSpaceError(f"blob sha256:{digest[:16]}… needs more room than the disk has ({free >> 20} MiB free, "
+                             f"{self.min_free_bytes >> 20} MiB kept in reserve); free some space and pull again")
 
     def _report(self) -> None:
         if self.progress is None:

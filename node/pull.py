@@ -7,7 +7,8 @@
 2. Stream every file the signed statement lists into the store's kept `.incomplete` file,
    resuming from its size (also after the puller restarts). A holder that dies is left for the
    next one; a holder whose bytes do not hash to the signed digest is marked bad and the
-   partial file discarded (commit refuses it).
+   partial file discarded (commit refuses it). The ad's file sizes are unsigned: they only
+   drive progress (`node.fetch` bounds each stream by a hard cap and the free disk space).
 3. Register the blobs in the local registry (which re-verifies signature and digests), so this
    node holds and advertises the model; then copy them into a hidden staging folder next to
    `out_dir` and rename it into place, so the folder is visible only when complete.
@@ -59,17 +60,19 @@ def fetch_verified_ad(model_id: str, holders: Sequence[str], peers: PeerTable) -
         try:
             with connect(addr) as ch:
                 msg = registry_stub(ch).GetManifest(pb.GetManifestRequest(model_id=model_id), timeout=CALL_TIMEOUT_S)
-            ad = verify_ad(convert.ad_from_pb(msg))
         except grpc.RpcError as exc:
             errors.append(f"{addr}: {exc.code().name}")
             continue
-        except VerificationError as exc:
-            log.warning("holder %s served a manifest for %s that does not verify: %s", addr, model_id, exc)
-            peers.mark_bad(addr, f"bad manifest: {exc}")
+        try:
+            ad = verify_ad(convert.ad_from_pb(msg))
+        except Exception as exc:  # a forged or garbled ad, whatever breaks, only rejects this holder
+            log.debug("holder %s served a manifest for %s that does not verify: %r", addr, model_id, exc)
+            peers.mark_bad(addr, f"bad manifest: {type(exc).__name__}: {exc}"[:300])
             errors.append(f"{addr}: bad manifest")
             continue
         if ad.model_id != model_id:
             peers.mark_bad(addr, f"answered {ad.model_id} when asked for {model_id}")
+            errors.append(f"{addr}: wrong model")
             continue
         return ad, addr
     tried = "; ".join(errors) or "no holders known"
@@ -131,8 +134,10 @@ def _refuse_existing(out_dir: Path) -> None:
 
 def pull_from_network(registry: LocalRegistry, model_id: str, out_dir: Path | None, holders: Sequence[str],
                       peers: PeerTable | None = None, trusted_only: bool = False,
-                      progress: ProgressFn | None = None, stall_timeout_s: float = STALL_TIMEOUT_S) -> PullResult:
-    """Fetch, verify and place a model from `holders`; see the module docstring."""
+                      progress: ProgressFn | None = None, stall_timeout_s: float = STALL_TIMEOUT_S,
+                      max_blob_bytes: int | None = None, min_free_bytes: int | None = None) -> PullResult:
+    """Fetch, verify and place a model from `holders`; see the module docstring (the byte limits
+    default to node.fetch's MAX_BLOB_BYTES / MIN_FREE_BYTES or their env overrides)."""
     peers = peers or PeerTable()
     if out_dir is not None:
         _refuse_existing(out_dir)
@@ -145,7 +150,8 @@ def pull_from_network(registry: LocalRegistry, model_id: str, out_dir: Path | No
     staging = Staging(store, ad, out_dir)
     try:
         fetcher = BlobFetcher(store, [first, *[h for h in holders if h != first]], peers, progress,
-                              stall_timeout_s, on_blob=staging.place)
+                              stall_timeout_s, on_blob=staging.place, max_blob_bytes=max_blob_bytes,
+                              min_free_bytes=min_free_bytes)
         fetcher.fetch_all({digest: ad.size_of(rel) for rel, digest in ad.resources.items()})
         # The registry re-verifies the signature and every blob before indexing: from now on
         # this node holds the model and advertises it. Only then does the folder appear.
