@@ -13,10 +13,12 @@ overlaps with receiving the next.
 Advertised sizes are unsigned, so they are progress hints only: a stream longer than the ad
 says blames nobody (the sha256 at the end decides). What bounds a stream is an absolute
 per-blob cap (MAX_BLOB_BYTES, env MERGENET_MAX_BLOB_BYTES), the streaming holder's own
-`total_size` claim, and free disk space: the store's disk never drops below MIN_FREE_BYTES
-(env MERGENET_MIN_FREE_BYTES). A holder that streams past the cap or its own claim, or fills
-the disk past every size anyone stated, has its partial file deleted and is marked bad; a
-blob that genuinely does not fit stops the pull with DiskSpaceError (partial kept to resume).
+`total_size` claim, and free disk space: a stream past every size anyone stated stops at
+MIN_FREE_BYTES free (env MERGENET_MIN_FREE_BYTES), one within a stated size may use half that
+reserve (so a flood is always cut before it can starve an honest stream running beside it).
+A holder that streams past the cap, its own claim, or the reserve has its partial file deleted
+and is marked bad; a blob that genuinely does not fit stops the pull with DiskSpaceError
+(partial kept to resume).
 """
 
 from __future__ import annotations
@@ -205,7 +207,7 @@ class BlobFetcher:
         offset = self._partial_size(digest)
         part_dir = self.store.partial_path(digest).parent
         part_dir.mkdir(parents=True, exist_ok=True)
-        if free_bytes(part_dir) < self.min_free_bytes:
+        if free_bytes(part_dir) < self.min_free_bytes // 2:
             raise DiskSpaceError(f"only {free_bytes(part_dir) >> 20} MiB free on the disk of {part_dir}; "
                                  f"free at least {self.min_free_bytes >> 20} MiB more and pull again")
         claimed = 0  # the streaming holder's own statement of the blob's size (0: none)
@@ -251,9 +253,10 @@ class BlobFetcher:
             raise StreamOverrun(f"{where} the {claimed} bytes it said blob sha256:{digest[:16]}… has")
         st = os.fstatvfs(fd)
         free = st.f_bavail * st.f_frsize
-        if free - n >= self.min_free_bytes:
+        unstated = end > stated  # nobody said the blob is this big: the streamer may be filling our disk
+        if free - n >= (self.min_free_bytes if unstated else self.min_free_bytes // 2):
             return
-        if end > stated:  # nobody said the blob is this big: the streamer is filling our disk
+        if unstated:
             raise StreamOverrun(f"{where} anyone stated for blob sha256:{digest[:16]}… until the disk was nearly full")
         raise DiskSpaceError(f"blob sha256:{digest[:16]}… needs more room than the disk has ({free >> 20} MiB free, "
                              f"{self.min_free_bytes >> 20} MiB kept in reserve); free some space and pull again")
