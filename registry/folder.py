@@ -112,7 +112,7 @@ def read_config(root: Path) -> dict[str, Any]:
         config = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadModelError(f"{CONFIG_FILE} is missing from {root}; a model folder needs an HF config") from None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadModelError(f"{CONFIG_FILE} in {root} does not parse as JSON: {exc}") from None
     except OSError as exc:
         raise BadModelError(f"{CONFIG_FILE} in {root} cannot be read: {exc.strerror}") from None

@@ -105,7 +105,7 @@ def verify_model_sig(raw: bytes, public_pem: bytes | str) -> SignedFiles:
         ser = pred["serialization"]
         items = pred["resources"]
         name, root = subject[0]["name"], subject[0]["digest"]["sha256"]
-    except (ValueError, KeyError, IndexError, TypeError):
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError):
         raise VerificationError(f"{SIGNATURE_FILE} does not hold a model-signing statement") from None
     if st.get("_type") != IN_TOTO_STATEMENT_TYPE or st.get("predicateType") != MODEL_SIGNING_PREDICATE:
         raise VerificationError(f"{SIGNATURE_FILE} has predicate type {st.get('predicateType')!r}, "
@@ -143,7 +143,7 @@ def _unverified_predicate(raw: bytes) -> dict[str, Any]:
     try:
         payload = base64.b64decode(parse_bundle(raw)["dsseEnvelope"]["payload"])
         pred = json.loads(payload)["predicate"]
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, RecursionError):
         raise VerificationError(f"{SIGNATURE_FILE} has a malformed DSSE envelope") from None
     if not isinstance(pred, dict):
         raise VerificationError(f"{SIGNATURE_FILE} does not hold a model-signing statement")

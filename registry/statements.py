@@ -94,7 +94,7 @@ def verify_statement(bundle: Any, expected_key_id: str | None = None,
         subject = st["subject"][0]
         name, digest = subject["name"], subject["digest"]["sha256"]
         predicate = st["predicate"]
-    except (ValueError, KeyError, IndexError, TypeError):
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError):
         raise VerificationError("statement payload is not an in-toto Statement v1 with one subject") from None
     if st.get("_type") != IN_TOTO_STATEMENT_TYPE or not isinstance(predicate, dict):
         raise VerificationError(f"statement payload has _type {st.get('_type')!r}, expected {IN_TOTO_STATEMENT_TYPE}")

@@ -86,3 +86,13 @@ def test_config_that_is_a_folder_is_bad_input(model_copy, cli):
     (folder / "config.json").mkdir()
     res = cli("submit", folder)
     assert res.code == 2 and "config.json" in res.err
+
+
+def test_deeply_nested_signed_payload_is_a_verification_error():
+    ident = Identity.generate()
+    payload = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+    raw = json.dumps(sign_bundle(ident, IN_TOTO_PAYLOAD_TYPE, payload)).encode()
+    with pytest.raises(VerificationError):
+        verify_model_sig(raw, ident.public_pem)
+    with pytest.raises(VerificationError):
+        parse_signed_resources(raw)
