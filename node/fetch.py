@@ -111,10 +111,14 @@ class BlobFetcher:
         self.sources: list[str] = []
         self._lock = threading.Lock()
         self._have: dict[str, int] = {}
+        self._signed: dict[str, int] = {}
         self._total = 0
 
-    def fetch_all(self, blobs: Mapping[str, int]) -> None:
-        """Fetch every blob (digest hex → advisory size) not yet in the store."""
+    def fetch_all(self, blobs: Mapping[str, int], signed_sizes: Mapping[str, int] | None = None) -> None:
+        """Fetch every blob (digest hex → advisory size) not yet in the store. `signed_sizes`
+        (digest hex → size from the verified manifest) are exact: a stream past one is a lie."""
+        self._signed = dict(signed_sizes or {})
+        blobs = {**blobs, **self._signed}
         # Sizes are unsigned hints: clamp them so a lying ad cannot skew progress or ordering.
         blobs = {digest: max(0, min(int(size), self.max_blob_bytes)) for digest, size in blobs.items()}
         self._total = sum(blobs.values())
@@ -210,7 +214,10 @@ class BlobFetcher:
         if free_bytes(part_dir) < self.min_free_bytes // 2:
             raise DiskSpaceError(f"only {free_bytes(part_dir) >> 20} MiB free on the disk of {part_dir}; "
                                  f"free at least {self.min_free_bytes >> 20} MiB more and pull again")
-        claimed = 0  # the streaming holder's own statement of the blob's size (0: none)
+        # The size the stream is held to: the publisher's signed one, else the streaming holder's
+        # own statement (None: none yet).
+        signed = self._signed.get(digest)
+        claimed = signed
         hasher = _hash_prefix(self.store.partial_path(digest), offset)
         with connect(addr) as ch, open(self.store.partial_path(digest), "ab") as out:
             stream = transfer_stub(ch).Fetch(pb.FetchRequest(digest=digest, offset=offset), timeout=None)
@@ -222,10 +229,11 @@ class BlobFetcher:
                     if chunk.offset != offset:
                         stream.cancel()
                         raise VerificationError(f"holder {addr} sent bytes at the wrong offset for {digest}")
-                    claimed = claimed or chunk.total_size
+                    if signed is None:
+                        claimed = claimed or chunk.total_size or None
                     try:
                         self._check_room(addr, digest, offset + len(chunk.data), len(chunk.data),
-                                         max(size_hint, claimed), claimed, out.fileno())
+                                         max(size_hint, claimed or 0), claimed, out.fileno())
                     except NodeError:
                         stream.cancel()
                         raise
@@ -243,14 +251,15 @@ class BlobFetcher:
                 done.set()
         return hasher.hexdigest()
 
-    def _check_room(self, addr: str, digest: str, end: int, n: int, stated: int, claimed: int, fd: int) -> None:
+    def _check_room(self, addr: str, digest: str, end: int, n: int, stated: int, claimed: int | None,
+                    fd: int) -> None:
         """Refuse to grow the partial file of `digest` by `n` bytes to `end` past the cap, past the
         holder's own claim, or into the disk's reserve; `stated` is the largest size anyone gave."""
         where = f"holder {addr} streamed more than"
         if end > self.max_blob_bytes:
             raise StreamOverrun(f"{where} the {self.max_blob_bytes}-byte cap for one blob (sha256:{digest[:16]}…)")
-        if claimed and end > claimed:
-            raise StreamOverrun(f"{where} the {claimed} bytes it said blob sha256:{digest[:16]}… has")
+        if claimed is not None and end > claimed:
+            raise StreamOverrun(f"{where} the {claimed} bytes blob sha256:{digest[:16]}… has")
         st = os.fstatvfs(fd)
         free = st.f_bavail * st.f_frsize
         unstated = end > stated  # nobody said the blob is this big: the streamer may be filling our disk

@@ -152,7 +152,9 @@ def pull_from_network(registry: LocalRegistry, model_id: str, out_dir: Path | No
         fetcher = BlobFetcher(store, [first, *[h for h in holders if h != first]], peers, progress,
                               stall_timeout_s, on_blob=staging.place, max_blob_bytes=max_blob_bytes,
                               min_free_bytes=min_free_bytes)
-        fetcher.fetch_all({digest: ad.size_of(rel) for rel, digest in ad.resources.items()})
+        fetcher.fetch_all({digest: ad.size_of(rel) for rel, digest in ad.resources.items()},
+                          signed_sizes={digest: ad.manifest.sizes[rel] for rel, digest in ad.resources.items()
+                                        if rel in ad.manifest.sizes})
         # The registry re-verifies the signature and every blob before indexing: from now on
         # this node holds the model and advertises it. Only then does the folder appear.
         registry.ingest_from_store(ad.ad.signature, list(ad.resources))

@@ -123,6 +123,7 @@ class LocalRegistry:
             tags=tuple(t.strip() for t in tags if t.strip()), license=license, policy=policy,
             eval_scores={k: float(v) for k, v in (eval_scores or {}).items()},
             provenance=dict(provenance) if provenance is not None else None, mergenet_version=mergenet_version(),
+            sizes={f: digests[f].size for f in content},
         ))
         manifest_bytes = manifest.to_json()
         self.store.put_bytes(manifest_bytes)

@@ -45,9 +45,12 @@ class Manifest:
     eval_scores: dict[str, float] = field(default_factory=dict)
     provenance: dict[str, Any] | None = None  # merged models: plan id, inputs, recipe, version, device, executor
     mergenet_version: str = ""
+    # Byte size of every signed file but the manifest itself: a puller caps each stream at it, so
+    # a holder cannot fill a disk with bytes the signature was never going to match.
+    sizes: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc = {
             "format": MANIFEST_FORMAT,
             "kind": self.kind,
             "name": self.name,
@@ -64,6 +67,9 @@ class Manifest:
             "provenance": self.provenance,
             "mergenet_version": self.mergenet_version,
         }
+        if self.sizes:  # absent from manifests written before sizes were signed: their bytes stay the same
+            doc["sizes"] = self.sizes
+        return doc
 
     def to_json(self) -> bytes:
         """Deterministic bytes for mergenet.json."""
@@ -101,6 +107,7 @@ class Manifest:
             created=v.text("created"),
             provenance=v.optional_obj("provenance"),
             mergenet_version=v.text("mergenet_version", allow_empty=True),
+            sizes=v.sizes("sizes"),
         )
         try:
             actual = key_id_of(manifest.publisher_public_key)
@@ -178,6 +185,14 @@ class _Validator:
                                                         for n, d in digests.items()):
                 raise self.fail(f"{key}.{file}", "must map tensor names to 64-hex sha256 digests")
         return value
+
+    def sizes(self, key: str) -> dict[str, int]:
+        value = self.doc.get(key, {})
+        if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                for k, n in value.items()):
+            raise self.fail(key, "must map file names to non-negative byte counts")
+        return dict(value)
 
     def scores(self, key: str) -> dict[str, float]:
         value = self.doc.get(key, {})

@@ -121,6 +121,11 @@ def verify_file_set(paths: Mapping[str, Path], sig_raw: bytes, *, signer: str | 
         raise VerificationError(f"{MANIFEST_FILE} is unusable although its bytes are signed: {manifest_problem}")
     if manifest is not None:
         _check_manifest_tensors(paths, manifest, digests if deep else None)
+        wrong = sorted(rel for rel, size in manifest.sizes.items()
+                       if digests.get(rel, FileDigest("", size)).size != size)
+        if wrong:
+            raise VerificationError(f"{MANIFEST_FILE} gives {wrong[0]!r} a size of {manifest.sizes[wrong[0]]} bytes, "
+                                    f"but the signed file has {digests[wrong[0]].size}")
     return signed, manifest
 
 

@@ -23,6 +23,7 @@ from protos import mergenet_pb2 as pb
 from protos import mergenet_pb2_grpc as pb_grpc
 from registry.dsse import IN_TOTO_PAYLOAD_TYPE, sign_bundle
 from registry.local import LocalRegistry
+from registry.manifest import Manifest
 from registry.services.ads import SignedAd
 from registry.services.local_view import LocalView
 from registry.services.registry_service import RegistryServicer
@@ -43,16 +44,18 @@ class Published:
     sign: Callable[[bytes], bytes]  # a model.sig over any payload, by the publisher's own key
 
 
-@pytest.fixture(scope="module")
-def published(tmp_path_factory) -> Iterator[Published]:
-    root = tmp_path_factory.mktemp("hostile-sizes")
+def _publish(root: Path, signed_sizes: bool) -> Published:
     folder = root / "tiny"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 4}))
     save_file({"w": np.arange(64 * 64, dtype=np.float32).reshape(64, 64)}, str(folder / "model.safetensors"))
     reg = LocalRegistry(root / "home")
     try:
-        model_id = reg.submit(folder).id
+        with pytest.MonkeyPatch.context() as mp:
+            if not signed_sizes:  # a manifest from before sizes were signed: only the caps protect the puller
+                to_dict = Manifest.to_dict
+                mp.setattr(Manifest, "to_dict", lambda self: {k: v for k, v in to_dict(self).items() if k != "sizes"})
+            model_id = reg.submit(folder).id
         identity = reg.identity()
     finally:
         reg.close()
@@ -63,7 +66,17 @@ def published(tmp_path_factory) -> Iterator[Published]:
     view = LocalView.open(root / "home")
     ad = view.ad(model_id)
     assert ad is not None and len(ad.files) >= 2
-    yield Published(model_id, folder, ad, view.blob_path, sign)
+    return Published(model_id, folder, ad, view.blob_path, sign)
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> Iterator[Published]:
+    yield _publish(tmp_path_factory.mktemp("hostile-sizes"), signed_sizes=False)
+
+
+@pytest.fixture(scope="module")
+def published_sized(tmp_path_factory) -> Iterator[Published]:
+    yield _publish(tmp_path_factory.mktemp("hostile-signed-sizes"), signed_sizes=True)
 
 
 class _View:
@@ -146,6 +159,22 @@ def test_endless_stream_is_cut_at_the_cap_and_the_pull_completes_from_an_honest_
     assert endless.sent >= CAP  # it really streamed up to the cap before being cut off
     assert partials(tmp_path / "P") == []  # its zeros were deleted, not kept for resume
     assert folder_bytes(result.path) == folder_bytes(published.folder)
+
+
+def test_signed_sizes_cut_an_endless_stream_at_the_first_extra_byte(published_sized, serve, tmp_path):
+    """Sizes in the signed manifest are exact, whatever the ad or the holder claim."""
+    endless = _Endless()
+    flood = serve(with_sizes(published_sized.ad, 0), endless)
+    honest = serve(published_sized.ad, TransferServicer(published_sized.blob_path))
+    peers = PeerTable()
+    result = pull(tmp_path, published_sized, [flood, honest], peers, max_blob_bytes=CAP)
+    assert result.sources == (honest,)
+    assert peers.is_bad(flood) and not peers.is_bad(honest)
+    # Cut at the blob's signed size, long before the cap or the disk reserve could come into play.
+    reason = bad_reason(peers, flood)
+    assert "cap" not in reason and "disk" not in reason and "bytes blob" in reason, reason
+    assert partials(tmp_path / "P") == []
+    assert folder_bytes(result.path) == folder_bytes(published_sized.folder)
 
 
 def test_endless_stream_is_cut_when_the_disk_reserve_is_reached(published, serve, tmp_path):

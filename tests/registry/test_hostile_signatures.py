@@ -96,3 +96,11 @@ def test_deeply_nested_signed_payload_is_a_verification_error():
         verify_model_sig(raw, ident.public_pem)
     with pytest.raises(VerificationError):
         parse_signed_resources(raw)
+
+
+def test_manifest_signs_every_file_size(model_copy, cli):
+    folder = model_copy("llama", 1)
+    assert cli("submit", folder).code == 0
+    sizes = json.loads((folder / "mergenet.json").read_text())["sizes"]
+    on_disk = {p.name: p.stat().st_size for p in folder.iterdir() if p.name not in ("mergenet.json", "model.sig")}
+    assert sizes == on_disk
