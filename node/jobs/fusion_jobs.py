@@ -86,16 +86,12 @@ def heldout_loss(model_dir: Path, heldout: Path, max_length: int, batch_size: in
 
 def verify_fusion(plan: Plan, result: Result, executor: str, ctx: JobContext) -> Attestation:
     """Attest `result` of fusion `plan` by measurement, whose committed executor is `executor`."""
+    from node.jobs.verify import fetch_signed_result
+
     work = ctx.work_dir(plan.plan_id, "verify")
-    merged_dir = ctx.fetch(result.model_id, work / "merged", first=[result.address])
-    manifest = ctx.manifest(result.model_id)
-    prov = manifest.get("provenance") or {}
-    if manifest.get("publisher", {}).get("key_id") != executor:
-        return Attestation(plan.plan_id, result.model_id, (), 0.0, False,
-                           "the merged model is not signed by the plan's committed executor")
-    if prov.get("plan_id") != plan.plan_id or prov.get("recipe") != fusion.provenance_recipe(plan.recipe):
-        return Attestation(plan.plan_id, result.model_id, (), 0.0, False,
-                           "the merged model's signed provenance does not name this plan and recipe")
+    merged_dir, refusal = fetch_signed_result(plan, result, executor, ctx, work, fusion.provenance_recipe(plan.recipe))
+    if refusal is not None:
+        return refusal
     _, heldout = _split(plan, work)
     target = next(i.model_id for i in plan.inputs if i.role == "target")
     target_dir = ctx.fetch(target, work / "inputs")

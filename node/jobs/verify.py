@@ -62,6 +62,22 @@ def check_tensors(recipe, merged_dir: Path, names: list[str], tolerance: float, 
     return worst, failing
 
 
+def fetch_signed_result(plan: Plan, result: Result, executor: str, ctx: JobContext, work: Path,
+                        recipe: dict) -> tuple[Path, Attestation | None]:
+    """Fetch the merged model; a failing attestation instead when it is not signed by the committed
+    executor or its signed provenance does not name this plan and `recipe`."""
+    merged_dir = ctx.fetch(result.model_id, work / "merged", first=[result.address])
+    manifest = ctx.manifest(result.model_id)
+    prov = manifest.get("provenance") or {}
+    if manifest.get("publisher", {}).get("key_id") != executor:
+        return merged_dir, Attestation(plan.plan_id, result.model_id, (), 0.0, False,
+                                       "the merged model is not signed by the plan's committed executor")
+    if prov.get("plan_id") != plan.plan_id or prov.get("recipe") != recipe:
+        return merged_dir, Attestation(plan.plan_id, result.model_id, (), 0.0, False,
+                                       "the merged model's signed provenance does not name this plan and recipe")
+    return merged_dir, None
+
+
 def verify_plan(plan: Plan, result: Result, executor: str, ctx: JobContext) -> Attestation:
     """Attest `result` of `plan`, whose committed executor has key id `executor`."""
     if is_fusion(plan.recipe):  # training cannot be recomputed cheaply: measure held-out loss instead
@@ -72,15 +88,9 @@ def verify_plan(plan: Plan, result: Result, executor: str, ctx: JobContext) -> A
     from merge.recipe import load_recipe
 
     work = ctx.work_dir(plan.plan_id, "verify")
-    merged_dir = ctx.fetch(result.model_id, work / "merged", first=[result.address])
-    manifest = ctx.manifest(result.model_id)
-    prov = manifest.get("provenance") or {}
-    if manifest.get("publisher", {}).get("key_id") != executor:
-        return Attestation(plan.plan_id, result.model_id, (), 0.0, False,
-                           "the merged model is not signed by the plan's committed executor")
-    if prov.get("plan_id") != plan.plan_id or prov.get("recipe") != dict(plan.recipe):
-        return Attestation(plan.plan_id, result.model_id, (), 0.0, False,
-                           "the merged model's signed provenance does not name this plan and recipe")
+    merged_dir, refusal = fetch_signed_result(plan, result, executor, ctx, work, dict(plan.recipe))
+    if refusal is not None:
+        return refusal
     paths = {mid: str(ctx.fetch(mid, work / "inputs")) for mid in plan.model_ids()}
     recipe = load_recipe(dict(plan.recipe)).with_models(paths)
     with ModelReader(merged_dir) as reader:
