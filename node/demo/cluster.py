@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from node.errors import NodeError
 
@@ -39,6 +40,19 @@ class NodeProc:
     addr: str = ""
     key_id: str = ""
     dht_maddrs: list[str] = field(default_factory=list)
+
+    def submit(self, folder: Path, **kw: Any) -> str:
+        """Submit `folder` into this node's home (as `mergenet submit` would) and have it advertised."""
+        from node.remote import notify_submitted
+        from registry.local import LocalRegistry
+
+        registry = LocalRegistry(self.home)
+        try:
+            model_id = registry.submit(folder, **kw).id
+        finally:
+            registry.close()
+        notify_submitted(self.addr, model_id)
+        return model_id
 
 
 class LocalCluster:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node.demo.cluster import LocalCluster, NodeProc
+from node.demo.cluster import LocalCluster
 from node.errors import NodeError
 
 PLAN_TIMEOUT_S = 240.0
@@ -40,19 +40,6 @@ class DemoOptions:
 
 def _short(key: str) -> str:
     return key.removeprefix("sha256:")[:12]
-
-
-def _submit(node: NodeProc, folder: Path, **kw: Any) -> str:
-    from node.remote import notify_submitted
-    from registry.local import LocalRegistry
-
-    registry = LocalRegistry(node.home)
-    try:
-        model_id = registry.submit(folder, **kw).id
-    finally:
-        registry.close()
-    notify_submitted(node.addr, model_id)
-    return model_id
 
 
 def _plans(addr: str) -> Any:
@@ -188,9 +175,9 @@ def _story(opts: DemoOptions, workdir: Path, say: Callable[[str], None], start: 
         summary["nodes"] = [{"name": n.name, "addr": n.addr, "key_id": n.key_id} for n in nodes]
 
         say("3. submitting signed models")
-        base = _submit(alpha, base_dir, license="MIT", policy="open", name="demo-base")
-        exp1 = _submit(alpha, exp1_dir, base=base, license="MIT", policy="open", name="demo-expert-1")
-        exp2 = _submit(beta, exp2_dir, base=base, license="Apache-2.0", policy="consent", name="demo-expert-2")
+        base = alpha.submit(base_dir, license="MIT", policy="open", name="demo-base")
+        exp1 = alpha.submit(exp1_dir, base=base, license="MIT", policy="open", name="demo-expert-1")
+        exp2 = beta.submit(exp2_dir, base=base, license="Apache-2.0", policy="consent", name="demo-expert-2")
         say(f"   alpha  base      {base}  (MIT, open)")
         say(f"   alpha  expert-1  {exp1}  (MIT, open)")
         say(f"   beta   expert-2  {exp2}  (Apache-2.0, consent)")

@@ -27,16 +27,6 @@ from registry.local import LocalRegistry, mergenet_version
 pytestmark = pytest.mark.timeout(240)
 
 
-def submit(node, folder, **kw) -> str:
-    reg = LocalRegistry(node.home)
-    try:
-        model_id = reg.submit(folder, **kw).id
-    finally:
-        reg.close()
-    notify_submitted(node.addr, model_id)
-    return model_id
-
-
 def send(addr: str, method: str, bundle: dict) -> bool:
     with connect(addr) as ch:
         return getattr(pb_grpc.PlansStub(ch), method)(pb.PlanStatement(bundle=canonical_json(bundle)),
@@ -78,9 +68,9 @@ def models(network, families, tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     base_src, (e1_src, e2_src) = families["llama"]
     copies = [shutil.copytree(src, root / name) for src, name in ((base_src, "b"), (e1_src, "e1"), (e2_src, "e2"))]
-    base = submit(alpha, copies[0], license="MIT")
-    e1 = submit(alpha, copies[1], base=base, license="MIT")
-    e2 = submit(beta, copies[2], base=base, license="Apache-2.0", policy="consent")
+    base = alpha.submit(copies[0], license="MIT")
+    e1 = alpha.submit(copies[1], base=base, license="MIT")
+    e2 = beta.submit(copies[2], base=base, license="Apache-2.0", policy="consent")
     recipe = {"merge_method": "ties", "base_model": base, "dtype": "float32", "parameters": {"normalize": True},
               "models": [{"model": e1, "parameters": {"weight": 0.5, "density": 0.5}},
                          {"model": e2, "parameters": {"weight": 0.5, "density": 0.5}}]}
@@ -153,7 +143,7 @@ def test_unknown_plans_and_bad_recipes_are_input_errors(network, cli, tmp_path):
 def test_closed_model_refused_at_propose(network, models, cli, tmp_path, model_copy):
     _, alpha, _, gamma, _ = network
     base, _e1, _, recipe, _ = models
-    closed = submit(alpha, model_copy("llama", 2), base=base, license="MIT", policy="closed")
+    closed = alpha.submit(model_copy("llama", 2), base=base, license="MIT", policy="closed")
     bad = {**recipe, "models": [recipe["models"][0], {"model": closed, "parameters": {"weight": 0.5}}]}
     path = tmp_path / "closed.yaml"
     path.write_text(yaml.safe_dump(bad))

@@ -22,7 +22,7 @@ from node.plans.model import Attestation
 from node.plans.signing import sign, verify
 from registry.identity import Identity
 from registry.local import LocalRegistry
-from tests.node.test_plans_e2e import status, submit, wait_until
+from tests.node.test_plans_e2e import status, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -117,9 +117,9 @@ def fused_world(network, tmp_path_factory):
     world = build_world(tmp_path_factory.mktemp("fworld"), pretrain_steps=25)
     root = tmp_path_factory.mktemp("fmodels")
     copies = {k: shutil.copytree(world[k], root / k) for k in ("target", "src_bpe", "src_char")}
-    target = submit(alpha, copies["target"], license="MIT")
-    src_bpe = submit(beta, copies["src_bpe"], license="Apache-2.0", policy="consent")
-    src_char = submit(alpha, copies["src_char"], license="MIT")
+    target = alpha.submit(copies["target"], license="MIT")
+    src_bpe = beta.submit(copies["src_bpe"], license="Apache-2.0", policy="consent")
+    src_char = alpha.submit(copies["src_char"], license="MIT")
     data = write_jsonl(root / "data.jsonl", make_examples(24, seed=7))
     return target, src_bpe, src_char, data, copies
 
