@@ -31,7 +31,7 @@ TARGET_SECONDS = 0.3
 def token_streams(root: Path) -> dict[str, list[str]]:
     """The same text tokenized by three tokenizers: two byte-level BPEs and a character-level one."""
     from merge.fusion.capture import load_tokenizer
-    from node.tinymodels import make_tokenizer, synthetic_corpus
+    from node.demo.models import make_tokenizer, synthetic_corpus
 
     text = " ".join(synthetic_corpus(1500, seed=11))
     streams = {}
@@ -93,7 +93,7 @@ def bench_training(root: Path, device: str, n_examples: int) -> None:
     from safetensors.torch import load_file
 
     from merge.fusion import load_recipe, run_fusion
-    from node.tinymodels import TinySpec, make_model, make_tokenizer
+    from node.demo.models import TinySpec, make_model, make_tokenizer
     from tests.fusion.world import make_examples, write_jsonl
 
     spec = TinySpec(n_layers=4, hidden=128, heads=4, intermediate=512, max_positions=256)

@@ -83,7 +83,7 @@ def make_models() -> tuple[Path, Path, Path]:
     base, e1, e2 = WORK / "base", WORK / "expert1", WORK / "expert2"
     if all((m / "model.safetensors.index.json").is_file() for m in (base, e1, e2)):
         return base, e1, e2
-    from node.tinymodels import make_tokenizer
+    from node.demo.models import make_tokenizer
 
     make_tokenizer(WORK / "tokenizer")
     gen = torch.Generator().manual_seed(0)

@@ -119,8 +119,8 @@ def main() -> None:
         tcp_sender(Path(args.tcp_sender[0]), args.tcp_sender[1:])
         return
 
-    from node.peers import PeerTable
-    from node.pull import pull_from_network
+    from node.network.peers import PeerTable
+    from node.transfer.pull import pull_from_network
     from registry.local import LocalRegistry
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="pull-bench-"))

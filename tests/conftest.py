@@ -25,7 +25,7 @@ class CliResult:
 @pytest.fixture(scope="session")
 def families(tmp_path_factory) -> dict[str, tuple[Path, list[Path]]]:
     """arch → (base, [expert1, expert2]) for llama, qwen2 and gpt2; read-only: copy before editing."""
-    from node.tinymodels import ARCHS, make_family
+    from node.demo.models import ARCHS, make_family
 
     root = tmp_path_factory.mktemp("families")
     return {arch: make_family(root / arch, arch=arch, n_experts=2, seed=7) for arch in ARCHS}

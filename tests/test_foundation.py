@@ -50,7 +50,7 @@ def test_tiny_families_load_and_differ(families):
 def test_fixtures_are_deterministic(tmp_path):
     from safetensors.torch import load_file
 
-    from node.tinymodels import make_model, make_tokenizer
+    from node.demo.models import make_model, make_tokenizer
 
     tok = make_tokenizer(tmp_path / "tok", seed=3)
     a = load_file(str(make_model(tmp_path / "a", "qwen2", seed=3, tokenizer_dir=tok) / "model.safetensors"))

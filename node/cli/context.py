@@ -35,7 +35,7 @@ def resolve_node(flag: str | None, home: Path | None = None) -> str:
     if flag or os.environ.get(NODE_ENV):
         return flag or os.environ[NODE_ENV]
     if home is not None:
-        from node.daemon import read_node_file
+        from node.process.daemon import read_node_file
 
         info = read_node_file(home)
         if info:

@@ -53,8 +53,8 @@ def local_node_addr(ctx: Context, flag: str | None) -> str:
 
 
 def cmd_node_start(args: argparse.Namespace, ctx: Context) -> int:
-    from node.config import NodeConfig
-    from node.daemon import Node
+    from node.process.config import NodeConfig
+    from node.process.daemon import Node
 
     config = NodeConfig.from_flags(ctx.home, args.listen, args.peers, args.dht, args.initial_peers,
                                    args.advertise)
@@ -73,7 +73,7 @@ def cmd_node_start(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_node_status(args: argparse.Namespace, ctx: Context) -> int:
-    from node.client import network_info
+    from node.network.client import network_info
 
     addr = local_node_addr(ctx, args.node)
     info = network_info(addr)
@@ -106,7 +106,7 @@ def _plans_in_flight(ctx: Context, addr: str) -> list[dict[str, Any]]:
 
 
 def cmd_pull(args: argparse.Namespace, ctx: Context) -> int:
-    from node.pull import pull
+    from node.transfer.pull import pull
 
     sources = [s.strip() for s in (args.sources or "").split(",") if s.strip()]
     out = Path(args.output).expanduser().resolve() if args.output else None
@@ -115,7 +115,7 @@ def cmd_pull(args: argparse.Namespace, ctx: Context) -> int:
         result = pull(args.model_id, ctx.home, out, sources=sources, node_addr=node_addr,
                       trusted_only=args.trusted_only, progress=progress)
     if result.sources != ("local",) and node_addr:
-        from node.remote import notify_submitted
+        from node.network.remote import notify_submitted
 
         notify_submitted(node_addr, result.model_id)
     data = {"id": result.model_id, "path": str(result.path), "sources": list(result.sources),

@@ -147,7 +147,7 @@ def _call(ctx: Context, flag: str | None, method: str, request: Any) -> Any:
     import grpc
 
     from node.cli.network_cmds import local_node_addr
-    from node.client import connect, rpc_error
+    from node.network.client import connect, rpc_error
     from node.plans.errors import PlanInputError, PolicyError, UnknownPlanError
     from protos import mergenet_pb2_grpc as pb_grpc
 
@@ -201,7 +201,7 @@ def executor_status(addr: str, plan_id: str) -> dict[str, Any] | None:
     """The executor's own view of a plan (best effort: None when it does not answer)."""
     import grpc
 
-    from node.client import connect
+    from node.network.client import connect
     from protos import mergenet_pb2 as pb
     from protos import mergenet_pb2_grpc as pb_grpc
 

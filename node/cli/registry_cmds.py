@@ -4,7 +4,7 @@
     mergenet verify sha256:ab12… --signer 3f9c…   # exit 3 on any mismatch
 
 Network questions (`ls --remote`, `show` of an unknown id, telling the node about a submit)
-go through `node.remote`, imported lazily so these commands work without a running node.
+go through `node.network.remote`, imported lazily so these commands work without a running node.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
 def _notify(node_addr: str, model_id: str) -> bool:
     """Tell the local node (if one runs) so it advertises the model now; never fails the submit."""
     try:
-        from node.remote import notify_submitted
+        from node.network.remote import notify_submitted
 
         return bool(notify_submitted(node_addr, model_id))
     except Exception as exc:  # best effort by design: no node, or the node module is not there
@@ -148,7 +148,7 @@ def _row(rec, trusted: bool) -> dict[str, Any]:
 
 def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
     if args.remote:
-        from node.remote import list_remote
+        from node.network.remote import list_remote
 
         models = list_remote(resolve_node(args.node, ctx.home), args.kind)
         reg = _registry(ctx)
@@ -209,7 +209,7 @@ def _show_remote(args: argparse.Namespace, ctx: Context, reg) -> dict[str, Any]:
     from registry.errors import NotFoundError
 
     try:
-        from node.remote import show_remote
+        from node.network.remote import show_remote
 
         found = show_remote(resolve_node(args.node, ctx.home), args.model_id)
     except NotFoundError:

@@ -43,7 +43,7 @@ class NodeProc:
 
     def submit(self, folder: Path, **kw: Any) -> str:
         """Submit `folder` into this node's home (as `mergenet submit` would) and have it advertised."""
-        from node.remote import notify_submitted
+        from node.network.remote import notify_submitted
         from registry.local import LocalRegistry
 
         registry = LocalRegistry(self.home)

@@ -43,7 +43,7 @@ def _short(key: str) -> str:
 
 
 def _plans(addr: str) -> Any:
-    from node.client import connect
+    from node.network.client import connect
     from protos import mergenet_pb2_grpc as pb_grpc
 
     return connect(addr), pb_grpc.PlansStub
@@ -121,7 +121,7 @@ def _evaluate(folders: dict[str, Path], seed: int) -> dict[str, float]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from node.tinymodels import synthetic_corpus
+    from node.demo.models import synthetic_corpus
 
     text = synthetic_corpus(64, seed=seed + 1000)
     losses = {}
@@ -155,8 +155,8 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> dict[str, Any]:
 def _story(opts: DemoOptions, workdir: Path, say: Callable[[str], None], start: float) -> dict[str, Any]:
     from transformers.utils import logging as hf_logging
 
-    from node.pull import pull
-    from node.tinymodels import make_family
+    from node.transfer.pull import pull
+    from node.demo.models import make_family
     from registry.local import LocalRegistry
 
     hf_logging.disable_progress_bar()  # the story is the progress report

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from node.jobs.inputs import fetch_model
-from node.peers import PeerTable
+from node.network.peers import PeerTable
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from node.peers import PeerTable
+from node.network.peers import PeerTable
 
 ProgressFn = Callable[[int, int], None]
 
@@ -18,7 +18,7 @@ ProgressFn = Callable[[int, int], None]
 def fetch_model(model_id: str, home: Path, dest_root: Path, holders: Sequence[str], peers: PeerTable | None = None,
                 progress: ProgressFn | None = None) -> Path:
     """A verified folder of `model_id` under `dest_root` (replacing a leftover from an earlier try)."""
-    from node.pull import pull
+    from node.transfer.pull import pull
 
     dest = Path(dest_root) / model_id.removeprefix("sha256:")[:16]
     if dest.exists():

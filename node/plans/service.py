@@ -1,7 +1,7 @@
 """The Plans gRPC service of a node: wiring (store, engine, jobs, ticker) and the servicer.
 
-    from node.plans.service import PLANS_SERVICE   # a node.server.ServiceSpec
-    node.add_service(PLANS_SERVICE)                # or listed in node.services.DEFAULT_SERVICES
+    from node.plans.service import PLANS_SERVICE   # a node.process.server.ServiceSpec
+    node.add_service(PLANS_SERVICE)                # or listed in node.process.services.DEFAULT_SERVICES
 
 Propose, Status, List and Decide serve local clients; Offer/Consent/Bid/Commit/Report/Attest
 carry signed statements between nodes (flooded; the engine verifies, dedups and forwards).
@@ -28,7 +28,7 @@ from node.plans.model import PlanInput, Requirements, VerificationPolicy
 from node.plans.state import PlanStore
 from node.plans.status import status_doc
 from node.plans.transport import GrpcTransport, NodeResolver, parse_bundle
-from node.server import ServiceSpec
+from node.process.server import ServiceSpec
 from protos import mergenet_pb2 as pb
 from protos import mergenet_pb2_grpc as pb_grpc
 

@@ -45,7 +45,7 @@ class GrpcTransport:
     def _send(self, addr: str, kind: str, data: bytes) -> None:
         import grpc
 
-        from node.client import connect
+        from node.network.client import connect
         from protos import mergenet_pb2 as pb
         from protos import mergenet_pb2_grpc as pb_grpc
 
@@ -61,7 +61,7 @@ class GrpcTransport:
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-        from node.client import connect
+        from node.network.client import connect
 
         try:
             with connect(address) as ch:

@@ -1,7 +1,7 @@
 """What the Registry servicer needs from the running node, as plain Python types.
 
 The servicer lives in `registry/` and may not import `node/`; the node passes an object with
-these methods (`node.daemon.NodeHooks`). Everything that reaches them has been decoded from
+these methods (`node.process.daemon.NodeHooks`). Everything that reaches them has been decoded from
 protobuf but NOT verified beyond `verify_ad` for ads.
 """
 

@@ -11,7 +11,7 @@ import torch
 
 from merge.fusion.capture import encode_example, load_model, load_tokenizer, pad_batch
 from merge.fusion.data import Example
-from node.tinymodels import TinySpec, make_model, make_tokenizer
+from node.demo.models import TinySpec, make_model, make_tokenizer
 
 
 def make_examples(n: int, seed: int) -> list[Example]:

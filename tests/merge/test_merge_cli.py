@@ -138,7 +138,7 @@ def test_executor_streams_holding_at_most_inputs_plus_two(families, tmp_path):
 
 
 def test_mismatched_architectures_exit_2_naming_tensor(families, cli, tmp_path):
-    from node.tinymodels import TinySpec, make_model
+    from node.demo.models import TinySpec, make_model
 
     base, (e1, _) = families["llama"]
     wide = make_model(tmp_path / "wide", arch="llama", seed=1, tokenizer_dir=base, spec=TinySpec(hidden=48))

@@ -21,7 +21,7 @@ def swarm():
 @pytest.fixture(scope="session")
 def big_model(tmp_path_factory) -> Path:
     """A ~9 MiB llama-style model, so its weights span several 1 MiB transfer chunks."""
-    from node.tinymodels import TinySpec, make_model
+    from node.demo.models import TinySpec, make_model
 
     root = tmp_path_factory.mktemp("big")
     return make_model(root / "big", arch="llama", seed=11,

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def make_node(tmp_path):
-    from node.config import NodeConfig
-    from node.daemon import Node
+    from node.process.config import NodeConfig
+    from node.process.daemon import Node
 
     started = []
 

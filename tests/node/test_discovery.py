@@ -8,8 +8,8 @@ import psutil
 import pytest
 from hivemind.utils.timed_storage import get_dht_time
 
-from node.dht_records import NODES_KEY, NodeRecord, holders_key
-from node.discovery import Discovery
+from node.network.dht_records import NODES_KEY, NodeRecord, holders_key
+from node.network.discovery import Discovery
 
 pytestmark = pytest.mark.timeout(120)
 

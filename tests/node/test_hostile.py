@@ -13,7 +13,7 @@ import socket
 import grpc
 import pytest
 
-from node.client import connect, registry_stub, transfer_stub
+from node.network.client import connect, registry_stub, transfer_stub
 from protos import mergenet_pb2 as pb
 from registry.services import convert
 from registry.services.ads import SignedAd
@@ -24,8 +24,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def node(families, tmp_path):
-    from node.config import NodeConfig
-    from node.daemon import Node
+    from node.process.config import NodeConfig
+    from node.process.daemon import Node
 
     model_id, folder = submit_copy(families["llama"][1][0], tmp_path / "home", tmp_path / "work")
     n = Node(NodeConfig(home=tmp_path / "home", listen="127.0.0.1:0", dht=False))

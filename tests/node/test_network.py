@@ -15,7 +15,7 @@ pytestmark = pytest.mark.timeout(240)
 
 
 def test_dht_discovery_pull_and_clean_shutdown(swarm, families, tmp_path):
-    from node.remote import list_remote, notify_submitted, show_remote
+    from node.network.remote import list_remote, notify_submitted, show_remote
 
     _, experts = families["llama"]
     ha, hb, hc = tmp_path / "A", tmp_path / "B", tmp_path / "C"
@@ -80,7 +80,7 @@ def test_sigkill_leaves_no_dht_child_or_p2pd(swarm, tmp_path):
 
 
 def test_no_dht_nodes_find_each_other_by_gossip(swarm, families, tmp_path):
-    from node.remote import list_remote
+    from node.network.remote import list_remote
 
     _, experts = families["gpt2"]
     model_id, _ = submit_copy(experts[1], tmp_path / "A", tmp_path / "work")

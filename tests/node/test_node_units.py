@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from node.config import NodeConfig, parse_hostport, split_list
-from node.dht_records import NodeRecord
+from node.process.config import NodeConfig, parse_hostport, split_list
+from node.network.dht_records import NodeRecord
 from node.errors import NodeInputError
-from node.peers import MAX_PEERS, PeerTable
+from node.network.peers import MAX_PEERS, PeerTable
 from registry.services.transfer_service import normalize_digest
 
 
@@ -71,7 +71,7 @@ def test_dht_record_round_trip():
 
 
 def test_advertise_batches_stay_under_the_limit():
-    from node.network import ADVERTISE_BATCH_BYTES, _batches
+    from node.network.view import ADVERTISE_BATCH_BYTES, _batches
     from protos import mergenet_pb2 as pb
 
     ads = [pb.ModelAd(model_id=str(i), manifest=b"x" * 200_000) for i in range(7)]

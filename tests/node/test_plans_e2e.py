@@ -14,11 +14,11 @@ import grpc
 import pytest
 import yaml
 
-from node.client import connect
+from node.network.client import connect
 from node.demo.cluster import LocalCluster
 from node.plans.model import Commit, Member, Plan, PlanInput, Result, VerificationPolicy, canonical_json
 from node.plans.signing import sign
-from node.remote import notify_submitted
+from node.network.remote import notify_submitted
 from protos import mergenet_pb2 as pb
 from protos import mergenet_pb2_grpc as pb_grpc
 from registry.identity import Identity
@@ -224,7 +224,7 @@ def test_malicious_executor_caught_by_verifiers(network, models, cli, tmp_path):
 
 
 def test_liveness_check_used_to_replace_dead_executors(network):
-    from node.peers import PeerTable
+    from node.network.peers import PeerTable
     from node.plans.transport import GrpcTransport
 
     _, alpha, _, _, _ = network

@@ -82,7 +82,7 @@ def test_attestation_scores_are_signed_and_absent_from_weight_merge_attestations
 
 
 def test_a_plan_with_the_largest_inline_data_fits_one_statement(tmp_path):
-    from node.client import MAX_MESSAGE_BYTES
+    from node.network.client import MAX_MESSAGE_BYTES
     from node.plans.model import Plan, canonical_json
     from node.plans.service import MAX_STATEMENT_BYTES
 
@@ -200,7 +200,7 @@ def test_verifier_fails_a_merged_model_worse_than_its_target(fused_world, tmp_pa
     from node.jobs.context import JobContext
     from node.jobs.fusion_jobs import fusion_provenance, verify_fusion
     from node.plans.model import Plan, Result, VerificationPolicy
-    from node.tinymodels import perturb_model
+    from node.demo.models import perturb_model
 
     _, _, _, data, copies = fused_world
     home = tmp_path / "home"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from node.fetch import PARALLEL_BLOBS
+from node.transfer.fetch import PARALLEL_BLOBS
 from tests.node.netutil import REPO, clone_home, folder_bytes, run_cli, submit_copy
 
 pytestmark = pytest.mark.timeout(180)
@@ -118,8 +118,8 @@ def test_tampering_holder_is_caught_and_abandoned(swarm, holder_home, tmp_path):
 
 
 def test_stalled_holder_is_cancelled_and_the_pull_moves_on(swarm, holder_home, tmp_path):
-    from node.peers import PeerTable
-    from node.pull import pull_from_network
+    from node.network.peers import PeerTable
+    from node.transfer.pull import pull_from_network
     from registry.local import LocalRegistry
 
     home, model_id, folder = holder_home

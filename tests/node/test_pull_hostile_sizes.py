@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from node.fetch import DiskSpaceError, free_bytes
-from node.peers import PeerTable
-from node.pull import pull_from_network
+from node.transfer.fetch import DiskSpaceError, free_bytes
+from node.network.peers import PeerTable
+from node.transfer.pull import pull_from_network
 from protos import mergenet_pb2 as pb
 from protos import mergenet_pb2_grpc as pb_grpc
 from registry.dsse import IN_TOTO_PAYLOAD_TYPE, sign_bundle

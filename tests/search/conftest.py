@@ -84,7 +84,7 @@ def landscape(memorizer, tmp_path_factory) -> dict[str, Path]:
     """A search landscape with a known better point: `good` is the memorizer barely changed,
     `bad` the memorizer drowned in noise; averaging them uniformly hurts, down-weighting `bad`
     helps. READ-ONLY."""
-    from node.tinymodels import perturb_model
+    from node.demo.models import perturb_model
 
     root = tmp_path_factory.mktemp("landscape")
     good = perturb_model(memorizer, root / "good", seed=1, scale=0.001, density=0.5)

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from node.client import CALL_TIMEOUT_S, connect, registry_stub, rpc_error
+from node.network.client import CALL_TIMEOUT_S, connect, registry_stub, rpc_error
 from protos import mergenet_pb2 as pb
 from registry.errors import RegistryError
 from registry.services import convert

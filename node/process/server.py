@@ -3,7 +3,7 @@
     server, port = start_server("127.0.0.1:0", specs, node)   # port 0 → the real port
 
 A service is a `ServiceSpec(name, add)`: `add(server, node)` registers its servicer. The node's
-own services are in `node.services.DEFAULT_SERVICES`; more (the Plans service) are appended
+own services are in `node.process.services.DEFAULT_SERVICES`; more (the Plans service) are appended
 there or passed with `Node.add_service(spec)` before `start()`.
 """
 
@@ -18,7 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from node.client import MAX_MESSAGE_BYTES
+from node.network.client import MAX_MESSAGE_BYTES
 from node.errors import NodeError
 
 # Worker threads: each streaming Fetch holds one for the transfer's duration.

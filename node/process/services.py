@@ -1,4 +1,4 @@
-"""The gRPC services a node serves, as `ServiceSpec`s for `node.server.start_server`.
+"""The gRPC services a node serves, as `ServiceSpec`s for `node.process.server.start_server`.
 
 The plans engineer adds the Plans service by appending one `ServiceSpec` to DEFAULT_SERVICES
 (or by calling `Node.add_service(spec)` before `Node.start()`).
@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 
 from node.plans.service import PLANS_SERVICE
-from node.server import ServiceSpec
+from node.process.server import ServiceSpec
 from protos import mergenet_pb2_grpc as pb_grpc
 from registry.services.registry_service import RegistryServicer
 from registry.services.transfer_service import TransferServicer

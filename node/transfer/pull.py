@@ -8,7 +8,7 @@
    resuming from its size (also after the puller restarts). A holder that dies is left for the
    next one; a holder whose bytes do not hash to the signed digest is marked bad and the
    partial file discarded (commit refuses it). The ad's file sizes are unsigned: they only
-   drive progress (`node.fetch` bounds each stream by a hard cap and the free disk space).
+   drive progress (`node.transfer.fetch` bounds each stream by a hard cap and the free disk space).
 3. Register the blobs in the local registry (which re-verifies signature and digests), so this
    node holds and advertises the model; then copy them into a hidden staging folder next to
    `out_dir` and rename it into place, so the folder is visible only when complete.
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import grpc
 
-from node.client import CALL_TIMEOUT_S, connect, registry_stub, rpc_error
+from node.network.client import CALL_TIMEOUT_S, connect, registry_stub, rpc_error
 from node.errors import NodeInputError, PeerError
-from node.fetch import STALL_TIMEOUT_S, BlobFetcher
-from node.peers import PeerTable
+from node.transfer.fetch import STALL_TIMEOUT_S, BlobFetcher
+from node.network.peers import PeerTable
 from protos import mergenet_pb2 as pb
 from registry.errors import RegistryError, VerificationError
 from registry.local import LocalRegistry
@@ -137,7 +137,7 @@ def pull_from_network(registry: LocalRegistry, model_id: str, out_dir: Path | No
                       progress: ProgressFn | None = None, stall_timeout_s: float = STALL_TIMEOUT_S,
                       max_blob_bytes: int | None = None, min_free_bytes: int | None = None) -> PullResult:
     """Fetch, verify and place a model from `holders`; see the module docstring (the byte limits
-    default to node.fetch's MAX_BLOB_BYTES / MIN_FREE_BYTES or their env overrides)."""
+    default to node.transfer.fetch's MAX_BLOB_BYTES / MIN_FREE_BYTES or their env overrides)."""
     peers = peers or PeerTable()
     if out_dir is not None:
         _refuse_existing(out_dir)

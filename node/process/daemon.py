@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from node.config import NodeConfig, parse_hostport
-from node.dht_records import ANNOUNCE_PERIOD_S
+from node.process.config import NodeConfig, parse_hostport
+from node.network.dht_records import ANNOUNCE_PERIOD_S
 from node.errors import NodeError
-from node.network import Network, say_goodbye
-from node.peers import PeerTable
-from node.server import ServiceSpec, start_server
+from node.network.view import Network, say_goodbye
+from node.network.peers import PeerTable
+from node.process.server import ServiceSpec, start_server
 from registry.services.hooks import PeerRef
 from registry.services.local_view import LocalView
 
@@ -49,7 +49,7 @@ def read_node_file(home: Path) -> dict[str, Any] | None:
 
 class Node:
     def __init__(self, config: NodeConfig) -> None:
-        from node.services import DEFAULT_SERVICES
+        from node.process.services import DEFAULT_SERVICES
         from registry.home import Home
 
         self.config = config
@@ -60,7 +60,7 @@ class Node:
         self._health: Any = None
         self._announcer: threading.Thread | None = None
         self._log_handler: logging.Handler | None = None
-        self.discovery: Any = None  # node.discovery.Discovery when the DHT is on
+        self.discovery: Any = None  # node.network.discovery.Discovery when the DHT is on
         self.addr = ""
         self.view: LocalView
         self.network: Network
@@ -80,7 +80,7 @@ class Node:
         host, _ = parse_hostport(self.config.listen, "--listen")
         # The DHT forks a child process; fork before gRPC starts its threads.
         if self.config.dht:
-            from node.discovery import Discovery
+            from node.network.discovery import Discovery
 
             self.discovery = Discovery.start(host=host, initial_peers=self._dht_bootstrap())
         try:
@@ -106,7 +106,7 @@ class Node:
 
     def _dht_bootstrap(self) -> list[str]:
         """Explicit --initial-peers, plus the DHT addresses each --peers node tells us."""
-        from node.client import network_info
+        from node.network.client import network_info
 
         maddrs = list(self.config.initial_peers)
         for peer in self.config.peers:

@@ -1,6 +1,6 @@
 """What nodes publish in the DHT: key names, timing constants and the `NodeRecord` value.
 
-Kept apart from `node.discovery` so code that only reads records does not import hivemind
+Kept apart from `node.network.discovery` so code that only reads records does not import hivemind
 (and with it torch): a `--no-dht` node starts without either.
 """
 

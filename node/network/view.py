@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from node.client import CALL_TIMEOUT_S, connect, registry_stub
-from node.dht_records import RECORD_EXPIRY_S, NodeRecord
-from node.peers import PeerTable
+from node.network.client import CALL_TIMEOUT_S, connect, registry_stub
+from node.network.dht_records import RECORD_EXPIRY_S, NodeRecord
+from node.network.peers import PeerTable
 from protos import mergenet_pb2 as pb
 from registry.errors import RegistryError
 from registry.services import convert
@@ -30,7 +30,7 @@ from registry.services.hooks import ModelSummary, NetworkState, PeerRef
 from registry.services.local_view import LocalView
 
 if TYPE_CHECKING:
-    from node.discovery import Discovery
+    from node.network.discovery import Discovery
 
 log = logging.getLogger(__name__)
 
