@@ -155,8 +155,8 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None]) -> dict[str, Any]:
 def _story(opts: DemoOptions, workdir: Path, say: Callable[[str], None], start: float) -> dict[str, Any]:
     from transformers.utils import logging as hf_logging
 
-    from node.transfer.pull import pull
     from node.demo.models import make_family
+    from node.transfer.pull import pull
     from registry.local import LocalRegistry
 
     hf_logging.disable_progress_bar()  # the story is the progress report

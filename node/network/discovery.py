@@ -31,8 +31,8 @@ from hivemind.dht.crypto import RSASignatureValidator
 from hivemind.utils.crypto import RSAPrivateKey
 from hivemind.utils.timed_storage import get_dht_time
 
-from node.network.dht_records import NODES_KEY, RECORD_EXPIRY_S, NodeRecord, holders_key
 from node.errors import NodeError
+from node.network.dht_records import NODES_KEY, RECORD_EXPIRY_S, NodeRecord, holders_key
 
 log = logging.getLogger(__name__)
 

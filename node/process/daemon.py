@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from node.process.config import NodeConfig, parse_hostport
-from node.network.dht_records import ANNOUNCE_PERIOD_S
 from node.errors import NodeError
-from node.network.view import Network, say_goodbye
+from node.network.dht_records import ANNOUNCE_PERIOD_S
 from node.network.peers import PeerTable
+from node.network.view import Network, say_goodbye
+from node.process.config import NodeConfig, parse_hostport
 from node.process.server import ServiceSpec, start_server
 from registry.services.hooks import PeerRef
 from registry.services.local_view import LocalView

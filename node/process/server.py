@@ -18,8 +18,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from node.network.client import MAX_MESSAGE_BYTES
 from node.errors import NodeError
+from node.network.client import MAX_MESSAGE_BYTES
 
 # Worker threads: each streaming Fetch holds one for the transfer's duration.
 MAX_WORKERS = 16

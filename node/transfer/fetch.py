@@ -34,8 +34,8 @@ from pathlib import Path
 
 import grpc
 
-from node.network.client import connect, transfer_stub
 from node.errors import NodeError, PeerError
+from node.network.client import connect, transfer_stub
 from node.network.peers import PeerTable
 from protos import mergenet_pb2 as pb
 from registry.errors import RegistryError, VerificationError

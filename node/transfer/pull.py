@@ -27,10 +27,10 @@ from pathlib import Path
 
 import grpc
 
-from node.network.client import CALL_TIMEOUT_S, connect, registry_stub, rpc_error
 from node.errors import NodeInputError, PeerError
-from node.transfer.fetch import STALL_TIMEOUT_S, BlobFetcher
+from node.network.client import CALL_TIMEOUT_S, connect, registry_stub, rpc_error
 from node.network.peers import PeerTable
+from node.transfer.fetch import STALL_TIMEOUT_S, BlobFetcher
 from protos import mergenet_pb2 as pb
 from registry.errors import RegistryError, VerificationError
 from registry.local import LocalRegistry

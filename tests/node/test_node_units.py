@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from node.process.config import NodeConfig, parse_hostport, split_list
-from node.network.dht_records import NodeRecord
 from node.errors import NodeInputError
+from node.network.dht_records import NodeRecord
 from node.network.peers import MAX_PEERS, PeerTable
+from node.process.config import NodeConfig, parse_hostport, split_list
 from registry.services.transfer_service import normalize_digest
 
 

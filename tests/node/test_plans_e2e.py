@@ -14,11 +14,11 @@ import grpc
 import pytest
 import yaml
 
-from node.network.client import connect
 from node.demo.cluster import LocalCluster
+from node.network.client import connect
+from node.network.remote import notify_submitted
 from node.plans.model import Commit, Member, Plan, PlanInput, Result, VerificationPolicy, canonical_json
 from node.plans.signing import sign
-from node.network.remote import notify_submitted
 from protos import mergenet_pb2 as pb
 from protos import mergenet_pb2_grpc as pb_grpc
 from registry.identity import Identity

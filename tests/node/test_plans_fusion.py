@@ -197,10 +197,10 @@ def test_fusion_plan_obeys_merge_policies(network, fused_world, cli, tmp_path):
 def test_verifier_fails_a_merged_model_worse_than_its_target(fused_world, tmp_path):
     """The verifier's side alone, on one home: a 'merged' model that is the target plus heavy noise
     is measured worse than the target and refused, scores attached; the target itself passes."""
+    from node.demo.models import perturb_model
     from node.jobs.context import JobContext
     from node.jobs.fusion_jobs import fusion_provenance, verify_fusion
     from node.plans.model import Plan, Result, VerificationPolicy
-    from node.demo.models import perturb_model
 
     _, _, _, data, copies = fused_world
     home = tmp_path / "home"

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from node.transfer.fetch import DiskSpaceError, free_bytes
 from node.network.peers import PeerTable
+from node.transfer.fetch import DiskSpaceError, free_bytes
 from node.transfer.pull import pull_from_network
 from protos import mergenet_pb2 as pb
 from protos import mergenet_pb2_grpc as pb_grpc
