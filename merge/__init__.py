@@ -7,7 +7,7 @@ Homogeneous merge engine (modules and public API):
 - `recipe.py`   `load_recipe(source: Path | str | dict) -> Recipe`; `Recipe.to_dict()`, `.to_yaml()`,
                 `.model_refs() -> list[str]`, `.with_models(mapping) -> Recipe` (the CLI swaps
                 `sha256:` ids for local folders; merge/ itself only knows paths).
-- `params.py`   `evaluate(setting, tensor_name, t)`, `lookup(name, scopes, tensor_name, t)`:
+- `params.py`   `setting_value(setting, tensor_name, t)`, `lookup(name, scopes, tensor_name, t)`:
                 scalars, per-layer gradients and `{filter, value}` lists as mergekit 0.1.5.
 - `methods/`    `METHODS: dict[str, MergeMethod]`; `MergeMethod(name, fn, params, needs_base,
                 randomized, reference, min_inputs, max_inputs)` with

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from merge.card import model_card
+from merge.device import pick_device
 from merge.errors import MergeError, MergeInputError, RecipeError
 from merge.io import CENSUS, DTYPES, ModelReader
 from merge.methods import MergeMethod
@@ -51,17 +52,6 @@ class MergeResult:
     bytes_written: int
     seconds: float
     device: str
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """`auto` → CUDA when available, else CPU; `cuda` without a GPU is an input error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MergeInputError("--device cuda was requested but no CUDA device is available; use auto or cpu")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise MergeInputError(f"unknown device {device!r}; use auto, cpu or cuda")
-    return torch.device(device)
 
 
 def tensor_generator(seed: int, name: str, device: torch.device | str = "cpu") -> torch.Generator:
@@ -132,7 +122,7 @@ def compute_tensors(recipe: Recipe, names: list[str], device: str = "cpu") -> di
     """Recompute only the named output tensors (float32, on CPU): what a verifier spot-checks."""
     readers: dict[str, ModelReader] = {}
     plan = plan_merge(recipe, readers)
-    dev = resolve_device(device)
+    dev = pick_device(device)
     try:
         return {name: _compute(readers, plan, plan.task(name), dev).cpu() for name in names}
     finally:
@@ -140,7 +130,7 @@ def compute_tensors(recipe: Recipe, names: list[str], device: str = "cpu") -> di
             r.close()
 
 
-def _check_out_dir(out_dir: Path) -> None:
+def check_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise MergeInputError(f"output folder {out_dir} already exists and is not empty; "
                               "choose another -o or remove it")
@@ -211,11 +201,11 @@ def run_merge(recipe: Recipe, out_dir: Path | str, *, device: str = "auto", out_
     the card is written (so a caller can hash the inputs while the merge runs).
     """
     out_dir = Path(out_dir).resolve()
-    _check_out_dir(out_dir)
+    check_out_dir(out_dir)
     if out_dtype is not None and out_dtype not in RECIPE_DTYPES:
         raise RecipeError(f"output dtype {out_dtype!r} is not one of {', '.join(sorted(RECIPE_DTYPES))}")
     requested = RECIPE_DTYPES[out_dtype] if out_dtype else (recipe.out_dtype or recipe.dtype)
-    dev = resolve_device(device)
+    dev = pick_device(device)
     start = time.perf_counter()
     readers: dict[str, ModelReader] = {}
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Per-tensor parameter resolution, exactly as mergekit 0.1.5 evaluates recipe settings.
 
-    value = evaluate(setting, tensor_name="model.layers.3.mlp.up_proj.weight", t=0.5)
+    value = setting_value(setting, tensor_name="model.layers.3.mlp.up_proj.weight", t=0.5)
     value = lookup("density", scopes, tensor_name=..., t=...)
 
 A setting is a scalar, a list of numbers (a gradient: piecewise-linear over t ∈ [0, 1],
@@ -30,7 +30,7 @@ def gradient(values: list[float], t: float) -> float:
     return (1 - frac) * values[i0] + frac * values[i1]
 
 
-def evaluate(setting: Any, tensor_name: str, t: float = 0.0) -> Any:
+def setting_value(setting: Any, tensor_name: str, t: float = 0.0) -> Any:
     """The value `setting` takes for `tensor_name` at layer position `t`; None if no filter matches."""
     if isinstance(setting, bool | int | float | str):
         return setting
@@ -44,7 +44,7 @@ def evaluate(setting: Any, tensor_name: str, t: float = 0.0) -> Any:
         for cond in setting:
             filt = cond.get("filter")
             if filt is None or filt == "*" or (tensor_name and filt in tensor_name):
-                return evaluate(cond["value"], tensor_name, t)
+                return setting_value(cond["value"], tensor_name, t)
         return None
     raise RecipeError(f"unexpected parameter setting {setting!r} for tensor {tensor_name}")
 
@@ -53,7 +53,7 @@ def lookup(name: str, scopes: Iterable[Mapping[str, Any] | None], tensor_name: s
     """First non-None value of parameter `name` across `scopes` (most specific first), else None."""
     for scope in scopes:
         if scope and name in scope:
-            value = evaluate(scope[name], tensor_name, t)
+            value = setting_value(scope[name], tensor_name, t)
             if value is not None:
                 return value
     return None

@@ -14,6 +14,10 @@ class BadModelError(RegistryError):
     """A model folder, manifest or argument is unusable as given (exit 2)."""
 
 
+class BadIdError(BadModelError):
+    """A model, plan or blob id that is not `sha256:<64 hex digits>` (exit 2)."""
+
+
 class NotFoundError(BadModelError):
     """An id or name that this registry does not know (exit 2)."""
 

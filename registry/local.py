@@ -34,8 +34,10 @@ from registry.folder import (
 from registry.hashing import FileDigest, ProgressFn, hash_files
 from registry.home import Home, as_home
 from registry.identity import Identity
+from registry.ids import PREFIX, ModelId
 from registry.index import Index, ModelRow
 from registry.manifest import KINDS, POLICIES, Manifest, validate_choice, validate_license
+from registry.provenance import Provenance
 from registry.records import ModelRecord, VerifiedModel
 from registry.safetensors_check import SafetensorsInfo, check_safetensors
 from registry.signing import parse_signed_resources, sign_files
@@ -43,17 +45,9 @@ from registry.statements import ATTESTATION_V1, VerifiedStatement, strip_sha256,
 from registry.store import BlobStore
 from registry.trust import TrustList
 from registry.verify import folder_file_set, read_signature, verify_file_set
+from registry.version import MERGENET_VERSION
 
 log = logging.getLogger(__name__)
-
-
-def mergenet_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("mergenet")
-    except Exception:  # not installed as a distribution (e.g. a bare checkout)
-        return "0.0.0"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -100,7 +94,7 @@ class LocalRegistry:
     # ---- submit ---------------------------------------------------------------------------
     def submit(self, model_dir: Path | str, *, kind: str = "expert", base: str | Path | None = None,
                tags: Iterable[str] = (), license: str | None = None, policy: str = "open",
-               provenance: Mapping[str, Any] | None = None, eval_scores: Mapping[str, float] | None = None,
+               provenance: Provenance | None = None, eval_scores: Mapping[str, float] | None = None,
                name: str | None = None, progress: ProgressFn | None = None) -> ModelRecord:
         """Validate, hash, store, sign and index the caller's own model folder."""
         root = Path(model_dir)
@@ -122,7 +116,7 @@ class LocalRegistry:
             created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), base_model=base_id,
             tags=tuple(t.strip() for t in tags if t.strip()), license=license, policy=policy,
             eval_scores={k: float(v) for k, v in (eval_scores or {}).items()},
-            provenance=dict(provenance) if provenance is not None else None, mergenet_version=mergenet_version(),
+            provenance=provenance.to_dict() if provenance is not None else None, mergenet_version=MERGENET_VERSION,
             sizes={f: digests[f].size for f in content},
         ))
         manifest_bytes = manifest.to_json()
@@ -188,8 +182,8 @@ class LocalRegistry:
         try:
             return self.index.resolve(str(base))
         except NotFoundError:
-            full = str(base) if str(base).startswith("sha256:") else "sha256:" + str(base)
-            strip_sha256(full)  # a complete id of a model we do not hold is fine; a short prefix is not
+            # a complete id of a model we do not hold is fine; a short prefix is not
+            full = ModelId.parse(str(base) if ModelId.looks_like(str(base)) else PREFIX + str(base))
             log.info("base %s is not in the local registry", full)
             return full
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from registry.errors import BadModelError
 from registry.identity import key_id_of
+from registry.ids import PREFIX, ModelId, digest_hex
 
 MANIFEST_FORMAT = "https://mergenet.dev/manifest/v1"
 KINDS = ("expert", "merged")
@@ -145,9 +146,9 @@ class _Validator:
         value = self.doc.get(key)
         if value is None and optional:
             return None
-        if not isinstance(value, str) or not DIGEST_RE.match(value):
+        if not ModelId.looks_like(value) or digest_hex(value) != value[len(PREFIX):]:
             raise self.fail(key, "must be 'sha256:' followed by 64 lower-case hex digits")
-        return value
+        return ModelId(value)
 
     def hex(self, key: str) -> str:
         value = self.doc.get(key)

@@ -17,6 +17,7 @@ from typing import Any
 from registry.dsse import IN_TOTO_PAYLOAD_TYPE, bundle_hint, sign_bundle, verify_bundle
 from registry.errors import BadModelError, VerificationError
 from registry.identity import Identity, key_id_of, matches_key_id
+from registry.ids import digest_hex
 
 IN_TOTO_STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 CONSENT_V1 = "https://mergenet.dev/consent/v1"
@@ -27,9 +28,8 @@ PUBLIC_KEY_FIELD = "publicKeyPem"
 
 def strip_sha256(digest: str) -> str:
     """`sha256:<hex>` or `<hex>` → lower-case hex; BadModelError when it is not 64 hex digits."""
-    hexpart = digest[7:] if digest.startswith("sha256:") else digest
-    hexpart = hexpart.lower()
-    if len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
+    hexpart = digest_hex(digest.removeprefix("sha256:").lower())
+    if hexpart is None:
         raise BadModelError(f"{digest!r} is not a sha256 digest (expected 64 hex digits)")
     return hexpart
 

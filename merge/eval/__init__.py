@@ -5,7 +5,7 @@
     evaluate, EvalResult, ...       → harness.py  (batching, device choice, aggregation)
 """
 
-from merge.eval.harness import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, EvalResult, evaluate, load_model, pick_device
+from merge.eval.harness import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, EvalResult, evaluate, load_model
 from merge.eval.scoring import exact_match, normalize
 from merge.eval.tasks import Task, TaskFileError, load_tasks
 
@@ -20,5 +20,4 @@ __all__ = [
     "load_model",
     "load_tasks",
     "normalize",
-    "pick_device",
 ]

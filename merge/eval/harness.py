@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_NEW_TOKENS = 16
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -57,17 +56,6 @@ class EvalResult:
 
     def to_dict(self) -> dict:
         return {"accuracy": self.accuracy, "tasks": dict(self.tasks), "n": self.n, "loglik": self.loglik}
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """`auto` → CUDA when available, else CPU; `cuda` without a GPU is a usage error."""
-    if name not in DEVICES:
-        raise MergeInputError(f"unknown device '{name}'; expected one of {', '.join(DEVICES)}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise MergeInputError("--device cuda was requested but no CUDA GPU is available; use --device cpu")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def load_model(model_dir: str | Path, device: torch.device | None = None):

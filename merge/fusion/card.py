@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import Any
 
 import yaml
@@ -10,14 +9,7 @@ import yaml
 from merge.fusion.recipe import FusionRecipe
 
 
-def _version() -> str:
-    try:
-        return metadata.version("mergenet")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def model_card(recipe: FusionRecipe, result: dict[str, Any]) -> str:
+def model_card(recipe: FusionRecipe, result: dict[str, Any], version: str = "") -> str:
     before, after = result["before"], result["after"]
     sources = "\n".join(f"- `{s}` (aligned on {f:.1%} of target tokens)"
                         for s, f in zip(recipe.sources, result["aligned_fraction"], strict=True))
@@ -28,7 +20,7 @@ tags: [mergenet, fusion, {recipe.fusion}]
 ---
 # Fused model
 
-Trained by mergenet {_version()} with distribution fusion (FuseLLM / FuseChat): the target was
+Trained by mergenet{f' {version}' if version else ''} with distribution fusion (FuseLLM / FuseChat): the target was
 trained on λ·LM loss + (1−λ)·cross-entropy to the fused top-{recipe.top_k} distributions of its
 sources on instruction–response data.
 

@@ -23,13 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
+import merge.fusion.capture as cap_mod
+from merge.device import pick_device
 from merge.errors import MergeInputError
-from merge.fusion import capture as cap_mod
 from merge.fusion.align import Projected, build_vocab_map, identity_projection, project_capture, vocab_strings
 from merge.fusion.card import model_card
 from merge.fusion.data import Example, file_sha256, load_examples
 from merge.fusion.fuse import FUSION_FUNCTIONS, Fused, fuse, row_sequence_index
-from merge.fusion.recipe import ID_PREFIX, FusionRecipe, load_recipe
+from merge.fusion.recipe import FusionRecipe, load_recipe
 from merge.fusion.store import load_tensors, model_fingerprint, read_meta, save_tensors, step_key
 from merge.fusion.train import Metrics, TrainSettings, train_target
 
@@ -61,16 +62,6 @@ class FusionResult:
         return out
 
 
-def resolve_device(requested: str, recipe_device: str) -> str:
-    """An explicit request wins over the recipe's `device`; `auto` is a GPU when there is one."""
-    choice = requested if requested != "auto" else recipe_device
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice.startswith("cuda") and not torch.cuda.is_available():
-        raise MergeInputError(f"device {choice} was requested but no CUDA GPU is available; use cpu or auto")
-    return choice
-
-
 def default_work_dir(out_dir: Path) -> Path:
     """Where step outputs go when no work dir is given: next to the output, so a rerun of the same
     command after a crash finds them; removed once the output exists."""
@@ -80,17 +71,20 @@ def default_work_dir(out_dir: Path) -> Path:
 
 def run_fusion(recipe: FusionRecipe | Mapping[str, Any] | str | Path, out_dir: Path, *, device: str = "auto",
                work_dir: Path | None = None, progress: Progress | None = None,
-               resolve: Callable[[str], Path] | None = None) -> FusionResult:
+               resolve: Callable[[str], Path] | None = None, version: str = "") -> FusionResult:
     """Run a whole fusion. `work_dir` keeps step outputs for restarts (default: `default_work_dir`,
-    removed after success; an explicit one is kept). `resolve` turns `sha256:` model ids into folders
-    (merge/ knows no registry); the model card and result keep the references as written."""
+    removed after success; an explicit one is kept). `resolve` turns each model reference into a
+    folder (default: a path, relative to the recipe's folder); merge/ treats references as opaque
+    names, so registry ids are the caller's to resolve. The model card and result keep the
+    references as written and name mergenet `version` when given."""
     recipe = recipe if isinstance(recipe, FusionRecipe) else load_recipe(recipe)
     out_dir = Path(out_dir).resolve()
     check_out_dir(out_dir)
-    dev = resolve_device(device, recipe.device)
+    dev = str(pick_device(device, recipe.device))
     examples = load_examples(Path(recipe.data))
     digest = file_sha256(Path(recipe.data))
-    paths = {ref: _model_path(ref, resolve) for ref in recipe.model_refs()}  # may materialize: after cheap checks
+    paths = {ref: _model_path(resolve(ref) if resolve is not None else recipe.local_path(ref))
+             for ref in recipe.model_refs()}  # may materialize: after cheap checks
     models = [paths[recipe.target], *(paths[s] for s in recipe.sources)]
     keep_work = work_dir is not None
     work = Path(work_dir) if work_dir is not None else default_work_dir(out_dir)
@@ -125,7 +119,7 @@ def run_fusion(recipe: FusionRecipe | Mapping[str, Any] | str | Path, out_dir: P
         mean_weights=tuple(float(w) for w in fused.weights.mean(dim=0)), before=outcome.before,
         after=outcome.after, steps=outcome.steps, train_tokens_per_s=outcome.tokens_per_s, reused=tuple(reused),
     )
-    _write_output(model, target_tok, recipe, result, out_dir)
+    _write_output(model, target_tok, recipe, result, out_dir, version)
     if not keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return result
@@ -192,14 +186,8 @@ def _config_vocab_size(model: Path) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def _model_path(ref: str, resolve: Callable[[str], Path] | None) -> Path:
-    if ref.startswith(ID_PREFIX):
-        if resolve is None:
-            raise MergeInputError(f"model {ref} is a registry id; materialize it to a folder first "
-                                  "(mergenet fuse does this for ids in the local registry)")
-        path = Path(resolve(ref))
-    else:
-        path = Path(ref)
+def _model_path(path: Path) -> Path:
+    path = Path(path)
     cap_mod.check_model_dir(path)
     return path
 
@@ -221,14 +209,15 @@ def _align(model: Path, src: cap_mod.Capture, tgt: cap_mod.Capture, target_vocab
     return proj
 
 
-def _write_output(model: Any, tok: Any, recipe: FusionRecipe, result: FusionResult, out_dir: Path) -> None:
+def _write_output(model: Any, tok: Any, recipe: FusionRecipe, result: FusionResult, out_dir: Path,
+                  version: str) -> None:
     """Temp folder next to the destination, then one rename: never a half-written visible folder."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
         model.to("cpu").save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        (tmp / "README.md").write_text(model_card(recipe, result.to_dict()), encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(recipe, result.to_dict(), version), encoding="utf-8")
         # mkdtemp (and some savers) create owner-only modes; a published model is meant to be read.
         for path in (tmp, *tmp.iterdir()):
             path.chmod(0o755 if path.is_dir() else 0o644)

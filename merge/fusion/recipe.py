@@ -13,8 +13,9 @@
     seed: 0
     device: auto
 
-Relative paths resolve against the recipe's folder; `sha256:` model ids are left as they are for
-the caller to materialize (`with_models`), since merge/ knows no registry.
+Model references are kept as written: merge/ treats them as opaque names that its caller
+resolves (`run_fusion(resolve=...)`; the default `local_path` reads them as paths relative to
+the recipe's folder). The data file is a path, resolved against the recipe's folder.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import yaml
 from merge.errors import RecipeError
 
 FUSION_METHODS = ("min_ce", "avg_ce")
-ID_PREFIX = "sha256:"
 DEFAULTS: dict[str, Any] = {
     "top_k": 10, "fusion": "min_ce", "lm_loss_weight": 0.9, "lr": 1e-4, "epochs": 1, "batch_size": 8,
     "max_length": 512, "seed": 0, "device": "auto",
@@ -40,7 +40,8 @@ KEYS = ("target", "sources", "data", *DEFAULTS)
 
 @dataclass(frozen=True)
 class FusionRecipe:
-    """Everything a fusion run needs; paths are absolute (or registry ids awaiting resolution)."""
+    """Everything a fusion run needs: model references as written, the data file's absolute path;
+    `base_dir` is the recipe's folder (not part of the recipe's data)."""
 
     target: str
     sources: tuple[str, ...]
@@ -54,6 +55,12 @@ class FusionRecipe:
     max_length: int = DEFAULTS["max_length"]
     seed: int = DEFAULTS["seed"]
     device: str = DEFAULTS["device"]
+    base_dir: str = dataclasses.field(default=".", compare=False, repr=False)
+
+    def local_path(self, ref: str) -> Path:
+        """A model reference read as a folder path, relative to the recipe's folder."""
+        path = Path(ref).expanduser()
+        return path if path.is_absolute() else Path(self.base_dir) / path
 
     def model_refs(self) -> list[str]:
         """The target first, then the sources, each once."""
@@ -70,6 +77,7 @@ class FusionRecipe:
     def to_dict(self) -> dict[str, Any]:
         """Plain data; `load_recipe(r.to_dict()) == r`."""
         out = dataclasses.asdict(self)
+        out.pop("base_dir")
         out["sources"] = list(self.sources)
         return out
 
@@ -114,9 +122,9 @@ def _parse(data: Mapping[str, Any], where: str, base: Path) -> FusionRecipe:
         raise RecipeError(f"{where}: 'sources' must be a non-empty list of model folders or ids")
     values = {**DEFAULTS, **{k: v for k, v in data.items() if k in DEFAULTS}}
     recipe = FusionRecipe(
-        target=_ref(data["target"], "target", where, base),
-        sources=tuple(_ref(s, f"sources[{i}]", where, base) for i, s in enumerate(sources)),
-        data=_ref(data["data"], "data", where, base, allow_id=False),
+        target=_ref(data["target"], "target", where),
+        sources=tuple(_ref(s, f"sources[{i}]", where) for i, s in enumerate(sources)),
+        data=_data_path(data["data"], where, base),
         top_k=_int(values, "top_k", where, minimum=1),
         fusion=_choice(values, "fusion", FUSION_METHODS, where),
         lm_loss_weight=_float(values, "lm_loss_weight", where, low=0.0, high=1.0),
@@ -126,17 +134,21 @@ def _parse(data: Mapping[str, Any], where: str, base: Path) -> FusionRecipe:
         max_length=_int(values, "max_length", where, minimum=2),
         seed=_int(values, "seed", where, minimum=0),
         device=_device(values["device"], where),
+        base_dir=str(base.resolve()),
     )
     return recipe
 
 
-def _ref(value: Any, key: str, where: str, base: Path, allow_id: bool = True) -> str:
+def _ref(value: Any, key: str, where: str) -> str:
     if not isinstance(value, str | Path) or not str(value).strip():
-        raise RecipeError(f"{where}: '{key}' must be a path" + (" or a sha256: model id" if allow_id else ""))
-    text = str(value).strip()
-    if allow_id and text.startswith(ID_PREFIX):
-        return text
-    path = Path(text).expanduser()
+        raise RecipeError(f"{where}: '{key}' must be a model folder or a model id")
+    return str(value).strip()
+
+
+def _data_path(value: Any, where: str, base: Path) -> str:
+    if not isinstance(value, str | Path) or not str(value).strip():
+        raise RecipeError(f"{where}: 'data' must be a path to a JSONL file")
+    path = Path(str(value).strip()).expanduser()
     return str(path if path.is_absolute() else (base / path).resolve())
 
 

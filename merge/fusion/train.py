@@ -101,7 +101,7 @@ def losses(model: Any, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.
     return lm, to_fused, logp
 
 
-def evaluate(model: Any, cap: Capture, fused: Fused, batch_size: int, device: str,
+def measure(model: Any, cap: Capture, fused: Fused, batch_size: int, device: str,
              limit: int = EVAL_SEQUENCES) -> Metrics:
     """LM loss and KL(fused ‖ model) per response token over the first `limit` sequences."""
     model.eval()
@@ -135,7 +135,7 @@ def train_target(target_dir: Path, cap: Capture, fused: Fused, settings: TrainSe
         _load_optimizer(optimizer, source / "optimizer.safetensors", device)
         log.info("resuming fusion training after epoch %d from %s", done_epochs, source)
     # A resumed run reports the metrics of the untrained target, saved with the first checkpoint.
-    before = saved_before or evaluate(model, cap, fused, settings.batch_size, device)
+    before = saved_before or measure(model, cap, fused, settings.batch_size, device)
     per_epoch = -(-cap.n_seqs // settings.batch_size)
     total_steps, step, tokens = settings.epochs * per_epoch, done_epochs * per_epoch, 0
     t0 = time.perf_counter()
@@ -156,7 +156,7 @@ def train_target(target_dir: Path, cap: Capture, fused: Fused, settings: TrainSe
                 progress(step, total_steps)
         _save_checkpoint(model, optimizer, ckpt_dir, epoch + 1, key, before)
     seconds = time.perf_counter() - t0
-    after = evaluate(model, cap, fused, settings.batch_size, device)
+    after = measure(model, cap, fused, settings.batch_size, device)
     return model, TrainOutcome(before=before, after=after, steps=step, tokens=tokens, seconds=seconds,
                                resumed_from_epoch=done_epochs)
 

@@ -57,6 +57,10 @@ class Context:
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
         sys.stdout.flush()
 
+    def node_addr(self, flag: str | None) -> str:
+        """The local node a client command talks to (see `resolve_node`)."""
+        return resolve_node(flag, self.home)
+
     def note(self, text: str) -> None:
         """Human-facing remarks that are not results: stderr, so stdout stays parseable."""
         sys.stderr.write(text.rstrip("\n") + "\n")

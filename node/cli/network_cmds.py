@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from node.cli.context import Context, resolve_node
+from node.cli.context import Context
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -47,11 +47,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     pull.set_defaults(func=cmd_pull)
 
 
-def local_node_addr(ctx: Context, flag: str | None) -> str:
-    """`--node`, else $MERGENET_NODE, else the node running on this home, else the default."""
-    return resolve_node(flag, ctx.home)
-
-
 def cmd_node_start(args: argparse.Namespace, ctx: Context) -> int:
     from node.process.config import NodeConfig
     from node.process.daemon import Node
@@ -75,7 +70,7 @@ def cmd_node_start(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_node_status(args: argparse.Namespace, ctx: Context) -> int:
     from node.network.client import network_info
 
-    addr = local_node_addr(ctx, args.node)
+    addr = ctx.node_addr(args.node)
     info = network_info(addr)
     cap = info.capacity
     data: dict[str, Any] = {
@@ -98,10 +93,10 @@ def cmd_node_status(args: argparse.Namespace, ctx: Context) -> int:
 
 def _plans_in_flight(ctx: Context, addr: str) -> list[dict[str, Any]]:
     """Plans this node follows that have not reached a final state (published, failed, ...)."""
-    from node.cli.plan_cmds import list_plans
+    from node.plans.client import PlansClient
     from node.plans.state import FINAL
 
-    return [{"plan_id": d["plan_id"], "state": d["state"]} for d in list_plans(ctx, addr)
+    return [{"plan_id": d["plan_id"], "state": d["state"]} for d in PlansClient(addr).list()
             if d["state"] not in FINAL]
 
 
@@ -110,7 +105,7 @@ def cmd_pull(args: argparse.Namespace, ctx: Context) -> int:
 
     sources = [s.strip() for s in (args.sources or "").split(",") if s.strip()]
     out = Path(args.output).expanduser().resolve() if args.output else None
-    node_addr = None if sources else local_node_addr(ctx, args.node)
+    node_addr = None if sources else ctx.node_addr(args.node)
     with ctx.progress(f"pull {args.model_id[:19]}", unit="B", unit_scale=True) as progress:
         result = pull(args.model_id, ctx.home, out, sources=sources, node_addr=node_addr,
                       trusted_only=args.trusted_only, progress=progress)

@@ -13,15 +13,12 @@ $MERGENET_NODE / 127.0.0.1:7470). Heavy imports happen inside the handlers.
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 from typing import Any
 
 from node.cli.context import Context
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-POLL_S = 0.5
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -91,10 +88,10 @@ def is_fusion_file(recipe_path: Path) -> bool:
     """Whether a recipe file is a fusion recipe (`target` + `sources`), not a weight merge."""
     import yaml
 
-    from node.plans.fusion import is_fusion
+    from node.plans.model import FUSION, kind_of
 
     try:
-        return is_fusion(yaml.safe_load(Path(recipe_path).read_text(encoding="utf-8")))
+        return kind_of(yaml.safe_load(Path(recipe_path).read_text(encoding="utf-8"))) == FUSION
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False  # the weight-merge loader reports the problem
 
@@ -115,13 +112,14 @@ def fusion_plan_recipe(recipe_path: Path, ctx: Context, holdout: float | None) -
 def _ids_of(refs: list[str], recipe_path: Path, ctx: Context) -> dict[str, str]:
     """Model id of each signed local folder among `refs` (ids are left out: they stay as they are)."""
     from node.plans.errors import PlanInputError
+    from registry.ids import ModelId
     from registry.local import LocalRegistry
 
     mapping = {}
     registry = LocalRegistry(ctx.home)
     try:
         for ref in refs:
-            if ref.startswith("sha256:"):
+            if ModelId.looks_like(ref):
                 continue
             folder = Path(ref).expanduser()
             if not folder.is_dir():
@@ -143,32 +141,15 @@ def resolve_models(recipe_path: Path, ctx: Context) -> dict[str, Any]:
     return recipe.with_models(_ids_of(recipe.model_refs(), recipe_path, ctx)).to_dict()
 
 
-def _call(ctx: Context, flag: str | None, method: str, request: Any) -> Any:
-    import grpc
+def client(ctx: Context, flag: str | None) -> Any:
+    from node.plans.client import PlansClient
 
-    from node.cli.network_cmds import local_node_addr
-    from node.network.client import connect, rpc_error
-    from node.plans.errors import PlanInputError, PolicyError, UnknownPlanError
-    from protos import mergenet_pb2_grpc as pb_grpc
-
-    addr = local_node_addr(ctx, flag)
-    with connect(addr) as ch:
-        try:
-            return getattr(pb_grpc.PlansStub(ch), method)(request, timeout=60)
-        except grpc.RpcError as exc:
-            code = exc.code()
-            if code == grpc.StatusCode.FAILED_PRECONDITION:
-                raise PolicyError(exc.details()) from None
-            if code == grpc.StatusCode.INVALID_ARGUMENT:
-                raise PlanInputError(exc.details()) from None
-            if code == grpc.StatusCode.NOT_FOUND:
-                raise UnknownPlanError(exc.details()) from None
-            raise rpc_error(exc, addr) from None
+    return PlansClient(ctx.node_addr(flag))
 
 
 def cmd_propose(args: argparse.Namespace, ctx: Context) -> int:
     from node.plans.fusion import DEFAULT_LOSS_TOLERANCE
-    from protos import mergenet_pb2 as pb
+    from node.plans.model import Requirements, VerificationPolicy
 
     fusion = is_fusion_file(Path(args.recipe))
     if fusion:
@@ -177,54 +158,10 @@ def cmd_propose(args: argparse.Namespace, ctx: Context) -> int:
     else:
         recipe = resolve_models(Path(args.recipe), ctx)
         tolerance = 1e-4 if args.tolerance is None else args.tolerance
-    request = pb.ProposeRequest(recipe_json=json.dumps(recipe), verifiers=args.verifiers, spot_check=args.spot_check,
-                                tolerance=tolerance, ttl_s=parse_duration(args.expires),
-                                memory_bytes=args.memory, gpu=args.gpu)
-    reply = _call(ctx, args.node, "Propose", request)
-    ctx.emit({"plan_id": reply.plan_id}, reply.plan_id)
+    plan_id = client(ctx, args.node).propose(recipe, VerificationPolicy(args.verifiers, args.spot_check, tolerance),
+                                             Requirements(args.memory, args.gpu), ttl_s=parse_duration(args.expires))
+    ctx.emit({"plan_id": plan_id}, plan_id)
     return 0
-
-
-def fetch_status(ctx: Context, node: str | None, plan_id: str) -> dict[str, Any]:
-    """The plan as the local node sees it; while the merge runs, progress comes from the executor."""
-    from protos import mergenet_pb2 as pb
-
-    doc = json.loads(_call(ctx, node, "Status", pb.PlanStatusRequest(plan_id=plan_id)).status_json)
-    if doc["executor"] and not doc["result"] and not doc["final"] and doc["executor"]["address"] != node:
-        remote = executor_status(doc["executor"]["address"], doc["plan_id"])
-        if remote and remote["state"] == "executing":
-            doc["state"], doc["progress"] = "executing", remote["progress"]
-    return doc
-
-
-def executor_status(addr: str, plan_id: str) -> dict[str, Any] | None:
-    """The executor's own view of a plan (best effort: None when it does not answer)."""
-    import grpc
-
-    from node.network.client import connect
-    from protos import mergenet_pb2 as pb
-    from protos import mergenet_pb2_grpc as pb_grpc
-
-    try:
-        with connect(addr) as ch:
-            reply = pb_grpc.PlansStub(ch).Status(pb.PlanStatusRequest(plan_id=plan_id), timeout=2)
-    except grpc.RpcError:
-        return None
-    return json.loads(reply.status_json)
-
-
-def wait_for(ctx: Context, node: str | None, plan_id: str, timeout: float) -> dict[str, Any]:
-    from node.plans.errors import PlanError
-
-    deadline = time.monotonic() + timeout
-    while True:
-        doc = fetch_status(ctx, node, plan_id)
-        if doc["final"]:
-            return doc
-        if time.monotonic() >= deadline:
-            raise PlanError(f"plan {plan_id} is still {doc['state']} after {timeout:g}s; "
-                            "check `mergenet plan status` later")
-        time.sleep(POLL_S)
 
 
 def exit_code(doc: dict[str, Any]) -> int:
@@ -237,21 +174,14 @@ def exit_code(doc: dict[str, Any]) -> int:
 
 
 def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
-    doc = wait_for(ctx, args.node, args.plan_id, args.timeout) if args.wait else fetch_status(ctx, args.node,
-                                                                                            args.plan_id)
+    plans = client(ctx, args.node)
+    doc = plans.wait(args.plan_id, args.timeout) if args.wait else plans.status(args.plan_id)
     ctx.emit(doc, status_text(doc))
     return exit_code(doc) if args.wait else 0
 
 
-def list_plans(ctx: Context, node: str | None) -> list[dict[str, Any]]:
-    """Status documents of every plan the node follows."""
-    from protos import mergenet_pb2 as pb
-
-    return [json.loads(s) for s in _call(ctx, node, "List", pb.PlanListRequest()).status_json]
-
-
 def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
-    docs = list_plans(ctx, args.node)
+    docs = client(ctx, args.node).list()
     lines = [f"{d['plan_id'][:23]}  {d['state']:<10} {d['method'] or '?':<18} "
              f"{(d['result'] or {}).get('model_id', '')[:23]}" for d in docs]
     ctx.emit(docs, "\n".join(lines) if lines else "no plans")
@@ -259,10 +189,7 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_consent(args: argparse.Namespace, ctx: Context) -> int:
-    from protos import mergenet_pb2 as pb
-
-    _call(ctx, args.node, "Decide", pb.DecideRequest(plan_id=args.plan_id, model_id=args.model_id,
-                                                     accept=args.accept, reason=args.reason))
+    client(ctx, args.node).decide(args.plan_id, args.model_id, args.accept, args.reason)
     verdict = "accepted" if args.accept else "refused"
     ctx.emit({"plan_id": args.plan_id, "model_id": args.model_id, "accept": args.accept}, f"{verdict} {args.plan_id}")
     return 0

@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,43 +23,30 @@ LM_EVAL_HINT = (
 )
 
 
-ID_PREFIX = "sha256:"
-
-
-def materialize(refs: list[str], ctx, scratch: Path) -> dict[str, str]:
-    """Model refs → local folders: `sha256:` ids are materialized from the local registry into
-    `scratch`, paths are made absolute (so best.yaml works from any directory)."""
-    mapping, reg = {}, None
-    for ref in refs:
-        if ref.startswith(ID_PREFIX):
-            if reg is None:
-                from registry.local import LocalRegistry
-
-                reg = LocalRegistry(ctx.home)
-            model_id = reg.resolve(ref)
-            ctx.note(f"materializing {model_id[:23]}… from the local registry")
-            mapping[ref] = str(reg.materialize(model_id, scratch / model_id.removeprefix(ID_PREFIX)[:16]))
-        else:
-            mapping[ref] = str(Path(ref).expanduser().resolve())
-    return mapping
-
-
 @contextmanager
-def scratch_dir():
+def resolver(ctx) -> Iterator:
+    """An InputResolver over the local registry, with a scratch folder removed afterwards; paths are
+    made absolute (so best.yaml works from any directory)."""
+    from node.ops.inputs import InputResolver, registry_fetch
+    from registry.local import LocalRegistry
+
     path = Path(tempfile.mkdtemp(prefix="mergenet-search-inputs-"))
+    registry = LocalRegistry(ctx.home)
     try:
-        yield path
+        yield InputResolver(registry_fetch(registry, ctx.note), path, resolve_prefix=registry.resolve)
     finally:
+        registry.close()
         shutil.rmtree(path, ignore_errors=True)
 
 
 def cmd_eval(args: argparse.Namespace, ctx) -> int:
-    from merge.eval import evaluate, load_model, load_tasks, pick_device
+    from merge.device import pick_device
+    from merge.eval import evaluate, load_model, load_tasks
 
     tasks = load_tasks(args.tasks)
     device = pick_device(args.device)
-    with scratch_dir() as scratch:
-        model, tok = load_model(materialize([args.model], ctx, scratch)[args.model], device)
+    with resolver(ctx) as inputs:
+        model, tok = load_model(inputs.folder(args.model), device)
     with ctx.progress("eval", unit="item") as progress:
         result = evaluate(model, tok, tasks, device=device, batch_size=args.batch_size,
                           max_new_tokens=args.max_new_tokens, progress=progress)
@@ -71,7 +59,8 @@ def cmd_eval(args: argparse.Namespace, ctx) -> int:
 def cmd_search(args: argparse.Namespace, ctx) -> int:
     from tqdm import tqdm
 
-    from merge.eval import load_tasks, pick_device
+    from merge.device import pick_device
+    from merge.eval import load_tasks
     from merge.recipe import load_recipe
     from merge.search import SearchConfig, run_search
 
@@ -91,9 +80,9 @@ def cmd_search(args: argparse.Namespace, ctx) -> int:
         bar.n = rec["eval"] + 1
         bar.refresh()
 
-    with scratch_dir() as scratch:
-        mapping = materialize(recipe.model_refs(), ctx, scratch)
-        written = {local: (ref if ref.startswith(ID_PREFIX) else local) for ref, local in mapping.items()}
+    with resolver(ctx) as inputs:
+        mapping = inputs.folders(recipe.model_refs())
+        written = {local: (ref if inputs.model_id(ref) else local) for ref, local in mapping.items()}
         try:
             result = run_search(recipe.with_models(mapping), tasks, args.out, config, device=device,
                                 resume=args.resume, written_refs=written, on_eval=on_eval)

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,9 +23,10 @@ from typing import Any
 
 from node.demo.cluster import LocalCluster
 from node.errors import NodeError
+from node.plans.client import PlansClient
+from node.plans.model import VerificationPolicy
 
 PLAN_TIMEOUT_S = 240.0
-POLL_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,6 @@ class DemoOptions:
 
 def _short(key: str) -> str:
     return key.removeprefix("sha256:")[:12]
-
-
-def _plans(addr: str) -> Any:
-    from node.network.client import connect
-    from protos import mergenet_pb2_grpc as pb_grpc
-
-    return connect(addr), pb_grpc.PlansStub
 
 
 class _Narrator:
@@ -90,30 +83,12 @@ class _Narrator:
 
 
 def _wait_plan(addr: str, plan_id: str, narrator: _Narrator, timeout: float) -> dict[str, Any]:
-    from protos import mergenet_pb2 as pb
-
-    channel, stub_cls = _plans(addr)
-    deadline = time.monotonic() + timeout
-    with channel as ch:
-        stub = stub_cls(ch)
-        while True:
-            doc = json.loads(stub.Status(pb.PlanStatusRequest(plan_id=plan_id), timeout=10).status_json)
-            narrator.update(doc)
-            if doc["final"]:
-                return doc
-            if time.monotonic() > deadline:
-                raise NodeError(f"plan {plan_id} still {doc['state']} after {timeout:.0f}s")
-            time.sleep(POLL_S)
+    return PlansClient(addr).wait(plan_id, timeout, on_update=narrator.update)
 
 
 def _propose(addr: str, recipe: dict[str, Any]) -> str:
-    from protos import mergenet_pb2 as pb
-
-    channel, stub_cls = _plans(addr)
-    with channel as ch:
-        request = pb.ProposeRequest(recipe_json=json.dumps(recipe), verifiers=2, spot_check=0.25, tolerance=1e-4,
-                                    ttl_s=600)
-        return stub_cls(ch).Propose(request, timeout=60).plan_id
+    return PlansClient(addr).propose(recipe, VerificationPolicy(verifiers=2, spot_check=0.25, tolerance=1e-4),
+                                     ttl_s=600)
 
 
 def _evaluate(folders: dict[str, Path], seed: int) -> dict[str, float]:

@@ -1,9 +1,11 @@
-"""Jobs a node runs for plans: merges (execute) and recomputation spot checks (verify).
+"""Jobs a node runs for plans: execute a plan (merge or fusion) and verify another node's result.
 
 - `JobRunner` (daemon worker threads fed from a queue) → runner.py
 - `JobContext` (home, key, address, device, fetch/announce models) → context.py
 - fetching inputs from the local store or holders → inputs.py
-- `execute_plan` (merge, sign, register with provenance) → execute.py
-- `verify_plan`, `check_tensors` (seeded spot check within tolerance) → verify.py
-- `NodeJobs` (the plan engine's jobs on a real node: bids, runner, attestation index) → node_jobs.py
+- signer and provenance checks every verifier makes first → results.py
+- `execute_merge`, `verify_merge` (recompute a seeded share of tensors) → merge_jobs.py
+- `execute_fusion`, `verify_fusion` (measure held-out loss) → fusion_jobs.py
+- `NodeJobs`, `execute_plan`, `verify_plan` (the one dispatch on plan kind; bids, runner,
+  attestation index for the plan engine) → node_jobs.py
 """

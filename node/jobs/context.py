@@ -15,6 +15,7 @@ from typing import Any
 
 from node.jobs.inputs import fetch_model
 from node.network.peers import PeerTable
+from registry.ids import ModelId
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,19 @@ class JobContext:
         return path
 
     def fetch(self, model_id: str, dest_root: Path, first: Sequence[str] = ()) -> Path:
-        # Known holders first, then every peer (ads of new models reach peers only once a minute).
-        peers = self.peers.good() if self.peers is not None else []
-        holders = list(dict.fromkeys([*first, *self.holders(model_id), *peers]))
-        return fetch_model(model_id, self.home, dest_root, holders, peers=self.peers)
+        """`model_id` as a verified folder `dest_root/<short id>` (local store, else holders)."""
+        return self.fetcher(first)(ModelId.parse(model_id), Path(dest_root) / ModelId.parse(model_id).short)
+
+    def fetcher(self, first: Sequence[str] = ()) -> Callable[[ModelId, Path], Path]:
+        """A `node.ops.inputs.Fetch`: known holders first (`first`, then the DHT's), then every peer
+        (ads of new models reach peers only once a minute)."""
+
+        def fetch(model_id: ModelId, dest: Path) -> Path:
+            peers = self.peers.good() if self.peers is not None else []
+            holders = list(dict.fromkeys([*first, *self.holders(model_id), *peers]))
+            return fetch_model(model_id, self.home, dest, holders, peers=self.peers)
+
+        return fetch
 
     def manifest(self, model_id: str) -> dict[str, Any]:
         """The manifest of a model this node holds (after `fetch`)."""

@@ -21,16 +21,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from node.jobs.context import JobContext
+from node.jobs.merge_jobs import plan_inputs
+from node.jobs.results import fetch_signed_result
+from node.ops.producing import Submission, fuse_and_submit
 from node.plans import fusion
 from node.plans.model import Attestation, Plan, Result
+from registry.ids import PlanId
 
 log = logging.getLogger(__name__)
-
-
-def fusion_provenance(plan: Plan, device: str, executor: str, version: str, examples: int) -> dict:
-    return {"plan_id": plan.plan_id, "inputs": plan.model_ids(), "recipe": fusion.provenance_recipe(plan.recipe),
-            "mergenet_version": version, "device": device, "executor": executor, "kind": "fusion",
-            "data_sha256": plan.recipe["data_sha256"], "train_examples": examples}
 
 
 def _split(plan: Plan, work: Path) -> tuple[Path, Path]:
@@ -44,50 +42,48 @@ def _split(plan: Plan, work: Path) -> tuple[Path, Path]:
 
 
 def execute_fusion(plan: Plan, ctx: JobContext, progress: Callable[[int, int], None] | None = None) -> Result:
-    from merge.fusion import load_recipe, run_fusion
-    from registry.local import LocalRegistry, mergenet_version
+    from merge.fusion import load_recipe
+    from registry.local import LocalRegistry
 
     start = time.perf_counter()
     work = ctx.work_dir(plan.plan_id, "execute")
     train, _ = _split(plan, work)
-    paths = {mid: ctx.fetch(mid, work / "inputs") for mid in plan.model_ids()}
-    # Model refs stay ids (the model card names them); `resolve` maps them to the fetched folders.
+    # Model refs stay ids (the model card names them); the resolver fetches them by id only.
     recipe = load_recipe({**fusion.settings(plan.recipe), "data": str(train)})
     out = work / f"merged-{plan.digest_hex[:12]}"
     shutil.rmtree(out, ignore_errors=True)  # left by a run interrupted before submit; steps are reused
-    fused = run_fusion(recipe, out, device=ctx.device, work_dir=work / "fusion", progress=progress,
-                       resolve=lambda ref: paths[ref])
     target = next(i.model_id for i in plan.inputs if i.role == "target")
+    submission = Submission(base=target, license=plan.license, policy="open", name=f"fused-{plan.digest_hex[:12]}",
+                            tags=("mergenet-plan", "fusion"), plan_id=PlanId.parse(plan.plan_id),
+                            executor=ctx.key_id)
     registry = LocalRegistry(ctx.home)
     try:
-        record = registry.submit(out, kind="merged", base=target, license=plan.license, policy="open",
-                                 name=f"fused-{plan.digest_hex[:12]}", tags=("mergenet-plan", "fusion"),
-                                 provenance=fusion_provenance(plan, fused.device, ctx.key_id, mergenet_version(),
-                                                              fused.examples))
+        made = fuse_and_submit(recipe, out, plan_inputs(ctx, work), registry=registry, submit=submission,
+                               device=ctx.device, work_dir=work / "fusion", progress=progress,
+                               recorded_recipe=fusion.provenance_recipe(plan.recipe),
+                               recorded_data_sha256=plan.recipe["data_sha256"])
     finally:
         registry.close()
-    ctx.announce([record.id])
+    ctx.announce([made.record.id])
     shutil.rmtree(work, ignore_errors=True)
-    log.info("plan %s fused into %s on %s", plan.plan_id, record.id, fused.device)
-    return Result(plan.plan_id, record.id, ctx.address, fused.device, round(time.perf_counter() - start, 3))
+    log.info("plan %s fused into %s on %s", plan.plan_id, made.record.id, made.device)
+    return Result(plan.plan_id, made.record.id, ctx.address, made.device, round(time.perf_counter() - start, 3))
 
 
 def heldout_loss(model_dir: Path, heldout: Path, max_length: int, batch_size: int, device: str) -> float:
     """Response cross-entropy in nats per character over the held-out examples (inf if not finite)."""
+    from merge.device import pick_device
     from merge.fusion.capture import capture_model
     from merge.fusion.data import load_examples
-    from merge.fusion.pipeline import resolve_device
 
     cap = capture_model(model_dir, load_examples(heldout), top_k=1, max_length=max_length, batch_size=batch_size,
-                        device=resolve_device(device, "auto"))
+                        device=str(pick_device(device)))
     loss = float(cap.ce_sum.sum() / cap.n_chars.sum().clamp(min=1.0))
     return loss if math.isfinite(loss) else float("inf")
 
 
 def verify_fusion(plan: Plan, result: Result, executor: str, ctx: JobContext) -> Attestation:
     """Attest `result` of fusion `plan` by measurement, whose committed executor is `executor`."""
-    from node.jobs.verify import fetch_signed_result
-
     work = ctx.work_dir(plan.plan_id, "verify")
     merged_dir, refusal = fetch_signed_result(plan, result, executor, ctx, work, fusion.provenance_recipe(plan.recipe))
     if refusal is not None:

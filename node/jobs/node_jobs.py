@@ -13,15 +13,32 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from node.jobs.context import JobContext
-from node.jobs.execute import execute_plan
+from node.jobs.fusion_jobs import execute_fusion, verify_fusion
+from node.jobs.merge_jobs import execute_merge, verify_merge
 from node.jobs.runner import JobRunner
-from node.jobs.verify import verify_plan
 from node.plans import rules
-from node.plans.model import Attestation, Bid, Plan, Result
+from node.plans.model import FUSION, MERGE, Attestation, Bid, Plan, Result
 from node.plans.state import PlanRecord
 from registry.errors import RegistryError
 
 log = logging.getLogger(__name__)
+
+Execute = Callable[[Plan, JobContext, Callable[[int, int], None] | None], Result]
+Verify = Callable[[Plan, Result, str, JobContext], Attestation]
+# The one dispatch on a plan's kind: how it is executed and how its result is verified.
+JOBS: dict[str, tuple[Execute, Verify]] = {
+    MERGE: (execute_merge, verify_merge),
+    FUSION: (execute_fusion, verify_fusion),
+}
+
+
+def execute_plan(plan: Plan, ctx: JobContext, progress: Callable[[int, int], None] | None = None) -> Result:
+    return JOBS[plan.kind][0](plan, ctx, progress)
+
+
+def verify_plan(plan: Plan, result: Result, executor: str, ctx: JobContext) -> Attestation:
+    """Attest `result` of `plan`, whose committed executor has key id `executor`."""
+    return JOBS[plan.kind][1](plan, result, executor, ctx)
 
 
 def has_gpu() -> bool:

@@ -6,9 +6,10 @@ Kept apart from `node.network.discovery` so code that only reads records does no
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from registry.ids import ModelId
 
 NODES_KEY = "mergenet/v1/nodes"
 HOLDERS_PREFIX = "mergenet/v1/holders/"
@@ -19,7 +20,6 @@ RECORD_EXPIRY_S = 120.0
 # Bounds on what one node may claim; a record beyond them is ignored as a whole.
 MAX_MODELS_PER_RECORD = 4096
 MAX_ADDR_LEN = 300
-MODEL_ID_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def holders_key(model_id: str) -> str:
@@ -49,7 +49,7 @@ class NodeRecord:
         capacity = value.get("capacity", {})
         if not isinstance(models, list) or len(models) > MAX_MODELS_PER_RECORD:
             return None
-        if not all(isinstance(m, str) and MODEL_ID_RE.fullmatch(m) for m in models):
+        if not all(ModelId.valid(m) for m in models):
             return None
         if len(value["addr"]) > MAX_ADDR_LEN:
             return None

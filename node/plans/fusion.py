@@ -38,17 +38,13 @@ from typing import Any
 
 from node.plans.errors import PlanInputError
 from node.plans.model import PlanInput
+from registry.ids import ModelId
 
 MAX_DATA_BYTES = 384 * 1024  # ×16/9 after base64 twice (recipe, then DSSE envelope): < 1 MiB statement
 DEFAULT_HOLDOUT = 0.25
 DEFAULT_LOSS_TOLERANCE = 0.05  # nats per response character
 INLINE_KEYS = ("data_b64", "data_sha256", "holdout")
 UNBOUNDED = 1e30  # a non-finite loss as JSON can carry it (no inf/nan in canonical JSON)
-
-
-def is_fusion(recipe: Mapping[str, Any]) -> bool:
-    """A fusion recipe names a `target` and `sources`; a weight-merge recipe never does."""
-    return isinstance(recipe, Mapping) and "target" in recipe and "sources" in recipe
 
 
 def inline_recipe(settings: Mapping[str, Any], data: bytes, holdout: float = DEFAULT_HOLDOUT) -> dict[str, Any]:
@@ -113,7 +109,7 @@ def inputs_of(recipe: Mapping[str, Any]) -> list[PlanInput]:
         raise PlanInputError("fusion plan recipe: 'target' must be a model id and 'sources' a non-empty list of ids")
     refs = list(dict.fromkeys([target, *sources]))
     for ref in refs:
-        if not (isinstance(ref, str) and ref.startswith("sha256:") and len(ref) == 71):
+        if not ModelId.valid(ref):
             raise PlanInputError(f"fusion recipe model {ref!r} is not a model id; "
                                  "submit it and use its sha256:<hex> id")
     return [PlanInput(ref, "target" if ref == target else "expert") for ref in refs]

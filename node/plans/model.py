@@ -20,8 +20,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from node.plans.errors import PlanInputError
+from registry.errors import BadIdError
+from registry.ids import ModelId
 
 ROLES = ("base", "expert", "target")
+MERGE, FUSION = "merge", "fusion"
+KINDS = (MERGE, FUSION)
 DEFAULT_VERIFIERS = 2
 DEFAULT_SPOT_CHECK = 0.1
 # Absolute tolerance on top of one rounding step of the output dtype: a CPU verifier recomputing
@@ -46,11 +50,17 @@ def _req(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where
     return value
 
 
-def _check_id(value: str, where: str) -> str:
-    digest = value.removeprefix("sha256:")
-    if not value.startswith("sha256:") or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        raise PlanInputError(f"{where}: {value!r} is not an id of the form sha256:<64 hex digits>")
-    return value
+def _check_id(value: str, where: str) -> ModelId:
+    try:
+        return ModelId.parse(value)
+    except BadIdError:
+        raise PlanInputError(f"{where}: {value!r} is not an id of the form sha256:<64 hex digits>") from None
+
+
+def kind_of(recipe: Mapping[str, Any]) -> str:
+    """The one place a recipe's shape decides the plan kind: a fusion recipe names a `target` and
+    `sources` (its data travels inline); a weight-merge recipe never does."""
+    return FUSION if isinstance(recipe, Mapping) and "target" in recipe and "sources" in recipe else MERGE
 
 
 @dataclass(frozen=True)
@@ -121,6 +131,18 @@ class Plan:
     created: int
     expires: int
     nonce: str
+    kind: str = MERGE
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise PlanInputError(f"plan: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        if kind_of(self.recipe) != self.kind:
+            raise PlanInputError(f"plan: kind {self.kind!r} does not match its recipe "
+                                 f"(a {kind_of(self.recipe)} recipe)")
+
+    @property
+    def is_fusion(self) -> bool:
+        return self.kind == FUSION
 
     @classmethod
     def new(cls, *, proposer: str, proposer_address: str, inputs: list[PlanInput], recipe: Mapping[str, Any],
@@ -130,7 +152,7 @@ class Plan:
             now: float | None = None) -> Plan:
         created = int(time.time() if now is None else now)
         return cls(proposer, proposer_address, tuple(inputs), dict(recipe), license, dict(consents_needed or {}),
-                   requirements, verification, created, created + int(ttl_s), secrets.token_hex(8))
+                   requirements, verification, created, created + int(ttl_s), secrets.token_hex(8), kind_of(recipe))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -138,7 +160,7 @@ class Plan:
             "inputs": [asdict(i) for i in self.inputs], "recipe": dict(self.recipe), "license": self.license,
             "consents_needed": dict(self.consents_needed), "requirements": asdict(self.requirements),
             "verification": asdict(self.verification),
-            "created": self.created, "expires": self.expires, "nonce": self.nonce,
+            "created": self.created, "expires": self.expires, "nonce": self.nonce, "kind": self.kind,
         }
 
     @classmethod
@@ -155,7 +177,7 @@ class Plan:
             requirements=Requirements.from_dict(_req(data, "requirements", dict, w)),
             verification=VerificationPolicy.from_dict(_req(data, "verification", dict, w)),
             created=_req(data, "created", int, w), expires=_req(data, "expires", int, w),
-            nonce=_req(data, "nonce", str, w),
+            nonce=_req(data, "nonce", str, w), kind=_req(data, "kind", str, w),
         )
 
     def canonical(self) -> bytes:

@@ -24,13 +24,14 @@ from node.errors import NodeError, NodeInputError
 from node.plans import fusion
 from node.plans.engine import EngineConfig, PlanEngine
 from node.plans.errors import PlanInputError, PolicyError, UnknownPlanError
-from node.plans.model import PlanInput, Requirements, VerificationPolicy
+from node.plans.model import FUSION, PlanInput, Requirements, VerificationPolicy, kind_of
 from node.plans.state import PlanStore
 from node.plans.status import status_doc
 from node.plans.transport import GrpcTransport, NodeResolver, parse_bundle
 from node.process.server import ServiceSpec
 from protos import mergenet_pb2 as pb
 from protos import mergenet_pb2_grpc as pb_grpc
+from registry.ids import ModelId
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def inputs_from_recipe(recipe: Any) -> list[PlanInput]:
     each must be a model id (`sha256:<hex>`) so that every node means the same bytes."""
     inputs = []
     for ref in recipe.model_refs():
-        if not (ref.startswith("sha256:") and len(ref) == 71):
+        if not ModelId.valid(ref):
             raise PlanInputError(f"recipe model {ref!r} is not a model id; submit it and use its sha256:<hex> id")
         inputs.append(PlanInput(ref, "base" if ref == recipe.base_model else "expert"))
     return inputs
@@ -124,7 +125,7 @@ class PlansServicer(pb_grpc.PlansServicer):
         engine = self.service.get(context)
         try:
             recipe = json.loads(request.recipe_json)
-            if fusion.is_fusion(recipe):  # heterogeneous: data travels inline, inputs are target/expert
+            if kind_of(recipe) == FUSION:  # heterogeneous: data travels inline, inputs are target/expert
                 inputs = fusion.validate(recipe)
             else:
                 recipe = load_recipe(recipe).to_dict()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.plans.fusion import is_fusion
 from node.plans.state import PlanRecord
 
 
@@ -18,7 +17,7 @@ def status_doc(record: PlanRecord) -> dict[str, Any]:
     commit = record.commit.body if record.commit else None
     result = record.result.body if record.result else None
     k = plan.verification.verifiers
-    fusion = is_fusion(plan.recipe)  # measured, not recomputed: attestations carry scores
+    fusion = plan.is_fusion  # measured, not recomputed: attestations carry scores
     doc = {
         "plan_id": record.plan_id,
         "state": record.state,

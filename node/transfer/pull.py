@@ -33,6 +33,7 @@ from node.network.peers import PeerTable
 from node.transfer.fetch import STALL_TIMEOUT_S, BlobFetcher
 from protos import mergenet_pb2 as pb
 from registry.errors import RegistryError, VerificationError
+from registry.ids import ModelId
 from registry.local import LocalRegistry
 from registry.services import convert
 from registry.services.ads import VerifiedAd, verify_ad
@@ -103,7 +104,7 @@ def pull(model_id: str, home: Path, out_dir: Path | None, sources: Sequence[str]
             _refuse_existing(dest)
             registry.materialize(held, dest, progress=progress)
             return PullResult(held, dest, ("local",), 0)
-        if not (model_id.startswith("sha256:") and len(model_id) == 71):
+        if not ModelId.valid(model_id):
             raise NodeInputError(f"{model_id!r} is not held locally; pulling from the network needs the full id "
                                  "(sha256:<64 hex digits>, see `mergenet ls --remote`)")
         holders = list(sources) or find_holders(node_addr or "", model_id)

@@ -15,11 +15,12 @@ import grpc
 
 from protos import mergenet_pb2 as pb
 from protos import mergenet_pb2_grpc as pb_grpc
+from registry.errors import BadIdError
+from registry.ids import ModelId
 from registry.services import convert
 from registry.services.ads import verify_ad
 from registry.services.hooks import NetworkHooks
 from registry.services.local_view import LocalView
-from registry.services.transfer_service import normalize_digest
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,12 @@ log = logging.getLogger(__name__)
 MAX_ITEMS_PER_REQUEST = 256
 KINDS = ("", "expert", "merged")
 
-def _model_id_or_abort(text: str, context: grpc.ServicerContext) -> str:
-    if not text.startswith("sha256:") or normalize_digest(text) is None:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"model id {text[:80]!r} is not sha256:<64 hex digits>")
-    return text
+def _model_id_or_abort(text: str, context: grpc.ServicerContext) -> ModelId:
+    try:
+        return ModelId.parse(text)
+    except BadIdError as exc:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    raise AssertionError("abort raises")  # pragma: no cover
 
 def _cap(items: list, what: str, context: grpc.ServicerContext) -> list:
     if len(items) > MAX_ITEMS_PER_REQUEST:

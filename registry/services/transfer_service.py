@@ -10,7 +10,6 @@ by asking again from the size of its partial file.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,19 +18,13 @@ import grpc
 
 from protos import mergenet_pb2 as pb
 from protos import mergenet_pb2_grpc as pb_grpc
+from registry.ids import digest_hex
 
 log = logging.getLogger(__name__)
 
 # 1 MiB: large enough that per-message overhead is negligible on loopback, small enough that a
 # resume wastes little and messages stay far below gRPC's default 4 MiB limit.
 CHUNK_SIZE = 1 << 20
-DIGEST_RE = re.compile(r"[0-9a-f]{64}")
-
-
-def normalize_digest(text: str) -> str | None:
-    """`sha256:<hex>` or `<hex>` → hex when well-formed, else None."""
-    hexpart = text[7:] if text.startswith("sha256:") else text
-    return hexpart if DIGEST_RE.fullmatch(hexpart) else None
 
 
 class TransferServicer(pb_grpc.TransferServicer):
@@ -46,7 +39,7 @@ class TransferServicer(pb_grpc.TransferServicer):
         self._tamper = tamper
 
     def Fetch(self, request: pb.FetchRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
-        digest = normalize_digest(request.digest)
+        digest = digest_hex(request.digest)
         if digest is None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "digest must be 64 lowercase hex characters (sha256)")
         path = self._blob_path(digest)

@@ -20,12 +20,14 @@ def _write(path: Path, text: str) -> Path:
 def test_recipe_defaults_and_relative_paths(tmp_path):
     path = _write(tmp_path / "r.yaml", "target: t\nsources: [a, sha256:abc]\ndata: d/train.jsonl\n")
     recipe = load_recipe(path)
-    assert recipe.target == str(tmp_path / "t") and recipe.data == str(tmp_path / "d" / "train.jsonl")
-    assert recipe.sources == (str(tmp_path / "a"), "sha256:abc")
+    # Model references stay opaque (the caller resolves ids); the data file is a path.
+    assert recipe.target == "t" and recipe.data == str(tmp_path / "d" / "train.jsonl")
+    assert recipe.sources == ("a", "sha256:abc")
+    assert recipe.local_path("a") == tmp_path / "a" and recipe.local_path("/abs/m") == Path("/abs/m")
     assert (recipe.top_k, recipe.fusion, recipe.lm_loss_weight, recipe.device) == (10, "min_ce", 0.9, "auto")
     assert load_recipe(recipe.to_dict()) == recipe
-    assert recipe.model_refs() == [str(tmp_path / "t"), str(tmp_path / "a"), "sha256:abc"]
-    assert recipe.with_models({"sha256:abc": "/m"}).sources == (str(tmp_path / "a"), "/m")
+    assert recipe.model_refs() == ["t", "a", "sha256:abc"]
+    assert recipe.with_models({"sha256:abc": "/m"}).sources == ("a", "/m")
 
 
 def test_unknown_key_lists_supported_ones(tmp_path):

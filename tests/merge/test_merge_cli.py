@@ -252,14 +252,14 @@ def test_refuses_non_empty_output_and_unknown_cuda(families, cli, tmp_path):
     assert cli("merge", path, "-o", tmp_path / "empty").code == 0  # an empty folder is fine
     if not torch.cuda.is_available():
         res = cli("merge", path, "-o", tmp_path / "gpu", "--device", "cuda")
-        assert res.code == 2 and "no CUDA device" in res.err
+        assert res.code == 2 and "no CUDA GPU" in res.err
 
 
 def test_auto_device_selection():
-    from merge.executor import resolve_device
+    from merge.device import pick_device
 
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert resolve_device("cpu").type == "cpu"
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert pick_device("cpu").type == "cpu"
 
 
 def test_merge_tensor_leaves_caller_tensors_untouched(families):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from merge.errors import IncompatibleModelsError, RecipeError
-from merge.params import evaluate, gradient, lookup
+from merge.params import gradient, lookup, setting_value
 from merge.plan import plan_merge
 from merge.recipe import load_recipe
 
@@ -21,12 +21,12 @@ def test_gradient_is_piecewise_linear_over_layers():
 
 def test_evaluate_filters_and_discrete_lists():
     setting = [{"filter": "self_attn", "value": [0.0, 1.0]}, {"filter": "mlp", "value": 0.9}, {"value": 0.1}]
-    assert evaluate(setting, "model.layers.1.self_attn.q_proj.weight", 0.25) == 0.25
-    assert evaluate(setting, "model.layers.1.mlp.up_proj.weight", 0.25) == 0.9
-    assert evaluate(setting, "model.norm.weight", 0.25) == 0.1
-    assert evaluate([{"filter": "mlp", "value": 1}], "model.norm.weight", 0) is None
-    assert evaluate([{"filter": "*", "value": 2}], "anything", 0) == 2
-    assert evaluate([True, False], "x", 0.4) is True and evaluate([True, False], "x", 1.0) is False
+    assert setting_value(setting, "model.layers.1.self_attn.q_proj.weight", 0.25) == 0.25
+    assert setting_value(setting, "model.layers.1.mlp.up_proj.weight", 0.25) == 0.9
+    assert setting_value(setting, "model.norm.weight", 0.25) == 0.1
+    assert setting_value([{"filter": "mlp", "value": 1}], "model.norm.weight", 0) is None
+    assert setting_value([{"filter": "*", "value": 2}], "anything", 0) == 2
+    assert setting_value([True, False], "x", 0.4) is True and setting_value([True, False], "x", 1.0) is False
 
 
 def test_scope_precedence_and_fall_through():

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from node.jobs.context import JobContext
-from node.jobs.execute import execute_plan, provenance
+from node.jobs.merge_jobs import UNBOUNDED, compare
+from node.jobs.node_jobs import execute_plan, verify_plan
 from node.jobs.runner import JobRunner
-from node.jobs.verify import UNBOUNDED, compare, verify_plan
 from node.plans.model import Plan, PlanInput, VerificationPolicy
-from registry.local import LocalRegistry, mergenet_version
+from registry.local import LocalRegistry
+from tests.node.forge import plan_provenance
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ def test_verifier_catches_tampered_tensor(setup, tmp_path):
             tensors[name] = tensors[name] + 1e-2
         save_file(tensors, str(weights), metadata={"format": "pt"})
         tampered = reg.submit(folder, kind="merged", license="MIT",
-                              provenance=provenance(plan, "cpu", ctx.key_id, mergenet_version())).id
+                              provenance=plan_provenance(plan, "cpu", ctx.key_id)).id
     finally:
         reg.close()
     result = honest.__class__(plan.plan_id, tampered, "here:1", "cpu", 0.1)

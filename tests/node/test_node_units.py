@@ -9,7 +9,7 @@ from node.errors import NodeInputError
 from node.network.dht_records import NodeRecord
 from node.network.peers import MAX_PEERS, PeerTable
 from node.process.config import NodeConfig, parse_hostport, split_list
-from registry.services.transfer_service import normalize_digest
+from registry.ids import digest_hex
 
 
 def test_parse_hostport_and_config_validation(tmp_path):
@@ -83,9 +83,9 @@ def test_advertise_batches_stay_under_the_limit():
 
 def test_transfer_digest_check():
     hexd = "ab" * 32
-    assert normalize_digest(hexd) == hexd and normalize_digest("sha256:" + hexd) == hexd
+    assert digest_hex(hexd) == hexd and digest_hex("sha256:" + hexd) == hexd
     for bad in ("AB" * 32, hexd[:-1], "../" + hexd, hexd + "\n", "sha256:"):
-        assert normalize_digest(bad) is None
+        assert digest_hex(bad) is None
 
 
 def test_advertised_address(tmp_path):

@@ -22,7 +22,8 @@ from node.plans.signing import sign
 from protos import mergenet_pb2 as pb
 from protos import mergenet_pb2_grpc as pb_grpc
 from registry.identity import Identity
-from registry.local import LocalRegistry, mergenet_version
+from registry.local import LocalRegistry
+from tests.node.forge import plan_provenance
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -154,8 +155,6 @@ def test_closed_model_refused_at_propose(network, models, cli, tmp_path, model_c
 def test_malicious_executor_caught_by_verifiers(network, models, cli, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from node.jobs.execute import provenance
-
     _, alpha, beta, _gamma, _ = network
     base, e1, e2, recipe, _ = models
     mallory_home = tmp_path / "mallory"
@@ -204,7 +203,7 @@ def test_malicious_executor_caught_by_verifiers(network, models, cli, tmp_path):
     reg = LocalRegistry(mallory_home)
     try:
         tampered = reg.submit(honest_dir, kind="merged", license="MIT",
-                              provenance=provenance(plan, "cpu", mallory.key_id, mergenet_version())).id
+                              provenance=plan_provenance(plan, "cpu", mallory.key_id)).id
     finally:
         reg.close()
     reg = LocalRegistry(alpha.home)  # alpha holds (and serves) mallory's signed folder

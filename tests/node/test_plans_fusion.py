@@ -161,7 +161,7 @@ def test_fusion_plan_from_propose_to_published_with_measured_scores(network, fus
         manifest = reg.get(merged).manifest
         prov = manifest.provenance
         assert manifest.kind == "merged" and manifest.base_model == target
-        assert prov["plan_id"] == plan_id and prov["kind"] == "fusion" and prov["data_sha256"] == sha
+        assert prov["plan_id"] == plan_id and prov["method"] == "fusion" and prov["data_sha256"] == sha
         assert prov["inputs"] == [target, src_bpe, src_char] and "data_b64" not in prov["recipe"]
         assert prov["train_examples"] == 18  # 24 examples, a quarter held out for the verifiers
         atts = reg.attestations(merged)
@@ -199,8 +199,9 @@ def test_verifier_fails_a_merged_model_worse_than_its_target(fused_world, tmp_pa
     is measured worse than the target and refused, scores attached; the target itself passes."""
     from node.demo.models import perturb_model
     from node.jobs.context import JobContext
-    from node.jobs.fusion_jobs import fusion_provenance, verify_fusion
+    from node.jobs.fusion_jobs import verify_fusion
     from node.plans.model import Plan, Result, VerificationPolicy
+    from tests.node.forge import plan_provenance
 
     _, _, _, data, copies = fused_world
     home = tmp_path / "home"
@@ -213,7 +214,7 @@ def test_verifier_fails_a_merged_model_worse_than_its_target(fused_world, tmp_pa
         recipe = fusion.inline_recipe(settings, data.read_bytes())
         plan = Plan.new(proposer=ident.key_id, proposer_address="127.0.0.1:1", inputs=fusion.inputs_of(recipe),
                         recipe=recipe, license="MIT", verification=VerificationPolicy(2, 0.1, 0.05))
-        prov = fusion_provenance(plan, "cpu", ident.key_id, "test", 18)
+        prov = plan_provenance(plan, "cpu", ident.key_id, train_examples=18)
         noisy = perturb_model(tmp_path / "t", tmp_path / "noisy", seed=5, scale=1.0, density=1.0)
         bad = reg.submit(noisy, kind="merged", name="noisy", provenance=prov).id
         same = reg.submit(shutil.copytree(tmp_path / "t", tmp_path / "same"), kind="merged", name="same",

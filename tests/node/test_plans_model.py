@@ -40,14 +40,15 @@ def test_plan_id_golden():
     expected = (
         '{"consents_needed":{"' + B + '":"' + "p" * 64 + '"},"created":1700000000,"expires":1700003600,'
         '"inputs":[{"model_id":"' + A + '","role":"base"},{"model_id":"' + B + '","role":"expert"}],'
-        '"license":"MIT","nonce":"00112233","proposer":"' + "k" * 64 + '","proposer_address":"127.0.0.1:7470",'
+        '"kind":"merge","license":"MIT","nonce":"00112233","proposer":"' + "k" * 64 + '",'
+        '"proposer_address":"127.0.0.1:7470",'
         '"recipe":{"base_model":"' + A + '","merge_method":"ties","models":[{"model":"' + B + '",'
         '"parameters":{"weight":1}}]},"requirements":{"gpu":false,"memory_bytes":1024},'
         '"verification":{"spot_check":0.25,"tolerance":0.0001,"verifiers":2}}'
     )
     assert plan.canonical() == expected.encode()
     assert plan.plan_id == "sha256:" + hashlib.sha256(expected.encode()).hexdigest()
-    assert plan.plan_id == "sha256:ad706151ab1abace3b0aa43e36e030326d76564570c3e94f923147c9dae0afc6"
+    assert plan.plan_id == "sha256:46194e2edfbf0a54feea579b0ca4aaa4f1ed7f5fb08671d71a43e3034d932d97"
 
 
 def test_plan_round_trip_keeps_id():

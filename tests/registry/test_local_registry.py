@@ -8,7 +8,9 @@ import shutil
 import pytest
 
 from registry.errors import BadModelError, VerificationError
+from registry.ids import ModelId, PlanId
 from registry.local import LocalRegistry
+from registry.provenance import InputRef, Provenance
 from registry.statements import ATTESTATION_V1, CONSENT_V1, sign_statement
 from tests.registry.registry_helpers import one_line_error
 
@@ -46,11 +48,26 @@ def test_resubmit_unchanged_folder_keeps_id_and_changed_folder_gets_new_one(mode
 
 def test_merged_model_with_provenance(model_copy, home):
     reg = LocalRegistry(home)
-    prov = {"plan_id": "sha256:" + "1" * 64, "inputs": ["sha256:" + "2" * 64], "recipe": {"merge_method": "ties"},
-            "mergenet_version": "0.1.0", "device": "cpu", "executor": reg.identity().key_id}
+    expert = ModelId("sha256:" + "2" * 64)
+    prov = Provenance(method="ties", recipe={"merge_method": "ties"}, inputs=(InputRef("expert", expert, expert),),
+                      device="cpu", mergenet_version="0.1.0", plan_id=PlanId("sha256:" + "1" * 64),
+                      executor=reg.identity().key_id)
     rec = reg.submit(model_copy("gpt2", 1), kind="merged", provenance=prov)
-    assert rec.kind == "merged" and rec.manifest.provenance == prov
+    assert rec.kind == "merged" and rec.manifest.provenance == prov.to_dict()
+    assert rec.manifest.provenance["inputs"] == [expert] and rec.manifest.provenance["plan_id"] == prov.plan_id
+    assert Provenance.from_dict(rec.manifest.provenance) == prov  # what verifiers parse back
     assert [r.id for r in reg.list(kind="merged")] == [rec.id]
+
+
+def test_provenance_from_a_peer_is_checked_field_by_field():
+    good = Provenance(method="fusion", recipe={}, inputs=(InputRef("target", "t"),), device="cpu",
+                      data_sha256="ab" * 32, train_examples=3).to_dict()
+    assert Provenance.from_dict(good).is_fusion
+    for bad in (None, [], {**good, "method": 1}, {**good, "input_roles": "x"},
+                {**good, "input_roles": [{"role": "boss", "ref": "t"}]}, {**good, "plan_id": "sha256:xyz"},
+                {**good, "input_roles": [{"role": "base", "ref": "t", "id": "not-an-id"}]}, {**good, "recipe": 3}):
+        with pytest.raises(BadModelError):
+            Provenance.from_dict(bad)
 
 
 def test_sharded_model_with_subfolders(model_copy, home, tmp_path):
