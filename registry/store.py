@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 PARTIAL_SUFFIX = ".incomplete"
 LOCK_SUFFIX = ".lock"
 BLOB_DIR, PARTIAL_DIR = "sha256", "partial"
+_HEX = frozenset("0123456789abcdef")
 
 
 class _FullWriter:
@@ -196,13 +197,13 @@ class BlobStore:
             part.unlink(missing_ok=True)
         return self.path(hexd)
 
-    def remove_blob(self, digest: str, if_corrupt: bool = True) -> bool:
-        """Delete a stored blob (with `if_corrupt`, only after re-hashing it, under its lock, shows
-        bytes that are not its name, so a good blob is never lost); True when it was removed."""
+    def remove_corrupt(self, digest: str) -> bool:
+        """Delete a stored blob whose bytes, re-hashed under its lock, are not its name (so a good
+        blob is never lost, not even one installed a moment ago); True when it was removed."""
         hexd = strip_sha256(digest)
         with self.blob_lock(hexd):
             dest = self.path(hexd)
-            if not dest.is_file() or (if_corrupt and sha256_file(dest) == hexd):
+            if not dest.is_file() or sha256_file(dest) == hexd:
                 return False
             dest.unlink()
             _fsync_dir(dest.parent)
@@ -226,16 +227,20 @@ class BlobStore:
 
     def partial_digests(self) -> list[str]:
         """Digests with a kept partial download."""
-        return sorted(p.name[:-len(PARTIAL_SUFFIX)] for p in (self.root / PARTIAL_DIR).glob("*" + PARTIAL_SUFFIX))
+        return self._digests_in_partial_dir(PARTIAL_SUFFIX)
 
     def sweep_partials(self) -> list[str]:
         """Remove every partial download (and leftover lock file) no writer holds right now;
         the digests whose partial files were removed."""
         removed = [d for d in self.partial_digests() if self.remove_partial(d)]
-        for lock in (self.root / PARTIAL_DIR).glob("*" + LOCK_SUFFIX):
-            with self.blob_lock(lock.name[:-len(LOCK_SUFFIX)], wait=False):
+        for digest in self._digests_in_partial_dir(LOCK_SUFFIX):
+            with self.blob_lock(digest, wait=False):
                 pass  # taking and dropping a free lock removes its file
         return removed
+
+    def _digests_in_partial_dir(self, suffix: str) -> list[str]:
+        names = (p.name[:-len(suffix)] for p in (self.root / PARTIAL_DIR).glob("*" + suffix))
+        return sorted(n for n in names if len(n) == 64 and set(n) <= _HEX)
 
     def copy_out(self, digest: str, dest: Path) -> None:
         """Copy a blob to `dest` (writable, unlike the store's read-only blob)."""

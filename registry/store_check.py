@@ -152,7 +152,7 @@ def _remove(registry: LocalRegistry, blob: CorruptBlob) -> CorruptBlob | None:
         else:
             blob.path.unlink(missing_ok=True)
         return CorruptBlob(blob.digest, blob.path, blob.problem, blob.models, removed=True)
-    if registry.store.remove_blob(blob.digest):
+    if registry.store.remove_corrupt(blob.digest):
         return CorruptBlob(blob.digest, blob.path, blob.problem, blob.models, removed=True)
     if registry.store.has(blob.digest):
         log.info("blob %s was replaced by a good copy while the store was checked; kept it", blob.digest)
