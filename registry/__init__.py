@@ -15,7 +15,8 @@ Pipeline: folder → safetensors_check → hashing → manifest → signing → 
     Manifest (mergenet.json)                                              → manifest.py
     sign_files, verify_model_sig (model.sig, OpenSSF model-signing 1.1.1) → signing.py
     verify_file_set (signature + signer + every digest)                   → verify.py
-    BlobStore (content-addressed, atomic, resumable partials)             → store.py
+    BlobStore (content-addressed, atomic, resumable partials, blob locks) → store.py
+    check_store (re-hash the store, name broken models, repair)           → store_check.py
     Index (SQLite, WAL)                                                   → index.py
     TrustList (trusted publisher keys)                                    → trust.py
     gRPC Registry/Transfer services                                       → services/

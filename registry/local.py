@@ -203,6 +203,11 @@ class LocalRegistry:
         else:
             model_id = self.index.resolve(str(id_or_dir))
             row = self.index.get(model_id)
+            missing = self.missing_files(model_id)
+            if missing:
+                raise VerificationError(f"{len(missing)} file(s) of {model_id} are missing from the content store "
+                                        f"({missing[0]!r}; removed by `mergenet store check --repair`?); run "
+                                        f"`mergenet pull {model_id}` to fetch them again")
             paths = {rel: self.store.path(sha) for rel, (sha, _) in self.index.files(model_id).items()}
             sig_raw, source = row.signature, "store"
         signed, manifest = verify_file_set(paths, sig_raw, signer=signer, key_lookup=self.trust.public_pem,
@@ -213,6 +218,10 @@ class LocalRegistry:
                                     "(`mergenet trust add KEY`)")
         return VerifiedModel(id=signed.model_id, signer=signed.key_id, manifest=manifest,
                              files=dict(signed.resources), source=source, trusted=trusted)
+
+    def missing_files(self, model_id: str) -> list[str]:
+        """Relative paths of a registered model whose blobs are not in the store."""
+        return sorted(rel for rel, (sha, _) in self.index.files(model_id).items() if not self.store.has(sha))
 
     # ---- read -----------------------------------------------------------------------------
     def get(self, id_or_prefix: str) -> ModelRecord:

@@ -3,11 +3,14 @@
     info = check_safetensors(path)      # SafetensorsInfo or BadModelError naming file + problem
     info.tensors["lm_head.weight"].shape
 
-Checks: the 8-byte little-endian header length is bounded and fits the file; the header is a
-UTF-8 JSON object without duplicate keys; `__metadata__` maps strings to strings; every tensor
-has a known dtype, a shape of non-negative ints and `data_offsets` whose length equals
-numel × itemsize; the ranges lie inside the data area, do not overlap, and — as the reference
-Rust implementation demands — tile it exactly (no gaps, no trailing bytes).
+Checks: the 8-byte little-endian header length is bounded (MAX_HEADER_BYTES, before a byte of
+the header is read) and fits the file; the header is a UTF-8 JSON object without duplicate keys
+and with at most MAX_TENSORS tensors (counted while it is decoded, so a header listing millions
+of tiny tensors is refused after MAX_TENSORS of them, not after seconds of parsing);
+`__metadata__` maps strings to strings; every tensor has a known dtype, a shape of
+non-negative ints and `data_offsets` whose length equals numel × itemsize; the ranges lie
+inside the data area, do not overlap, and — as the reference Rust implementation demands —
+tile it exactly (no gaps, no trailing bytes).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +27,13 @@ from typing import Any
 from registry.errors import BadModelError
 
 HEADER_LEN_BYTES = 8
-MAX_HEADER_BYTES = 100_000_000  # the limit of the reference implementation
+# Header limits. A hostile header costs time and memory in proportion to its entries: 1.7M
+# zero-size tensors in a 100 MB header took 32 s and 1.2 GB to check (issue 10). Real shards are
+# far below both limits: a few hundred tensors per file (all of Llama-3.1-405B has ~1,100; the
+# MoE giants spread tens of thousands of expert tensors over a hundred-odd shards), and a
+# header of well under 1 MB.
+MAX_HEADER_BYTES = 100_000_000  # the reference implementation's own limit on the header length
+MAX_TENSORS = 65_536  # per file
 METADATA_KEY = "__metadata__"
 DTYPE_SIZES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
@@ -74,7 +84,8 @@ def check_safetensors(path: Path, name: str | None = None) -> SafetensorsInfo:
 
 def check_header_len(header_len: int, file_size: int, label: str) -> None:
     if header_len > MAX_HEADER_BYTES:
-        raise BadModelError(f"{label}: absurd safetensors header length {header_len} (limit {MAX_HEADER_BYTES})")
+        raise BadModelError(f"{label}: absurd safetensors header length of {header_len} bytes "
+                            f"(limit {MAX_HEADER_BYTES} bytes)")
     if HEADER_LEN_BYTES + header_len > file_size:
         raise BadModelError(f"{label}: truncated safetensors file: header claims {header_len} bytes "
                             f"but the file has {file_size} bytes")
@@ -89,14 +100,66 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates)
+_WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's insignificant whitespace
+
+
+class _NotAnObject(Exception):
+    """The header is some other JSON value (or none): refused without decoding it."""
+
+
+class _TooManyTensors(Exception):
+    """The header lists more than MAX_TENSORS tensors; decoding stopped there."""
+
+
+def _decode_object(text: str) -> dict[str, Any]:
+    """Decode a top-level JSON object one member at a time (each value by the C decoder), so
+    that counting its tensors can stop the decoding; ValueError when it is not valid JSON."""
+    ws = _WHITESPACE.match
+    doc: dict[str, Any] = {}
+    i = ws(text, 0).end()
+    if text[i:i + 1] != "{":
+        raise _NotAnObject
+    i = ws(text, i + 1).end()
+    if text[i:i + 1] == "}":
+        i += 1
+    else:
+        while True:
+            if text[i:i + 1] != '"':
+                raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, i)
+            key, i = json.decoder.scanstring(text, i + 1, True)
+            i = ws(text, i).end()
+            if text[i:i + 1] != ":":
+                raise json.JSONDecodeError("Expecting ':' delimiter", text, i)
+            value, i = _DECODER.raw_decode(text, ws(text, i + 1).end())
+            if key in doc:
+                raise ValueError(f"duplicate key {key!r}")
+            doc[key] = value
+            if len(doc) - (METADATA_KEY in doc) > MAX_TENSORS:
+                raise _TooManyTensors
+            i = ws(text, i).end()
+            if text[i:i + 1] == "}":
+                i += 1
+                break
+            if text[i:i + 1] != ",":
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, i)
+            i = ws(text, i + 1).end()
+    if ws(text, i).end() != len(text):
+        raise json.JSONDecodeError("Extra data", text, i)
+    return doc
+
+
 def parse_header(raw: bytes, data_len: int, label: str) -> SafetensorsInfo:
     """Validate a header's JSON against a data area of `data_len` bytes."""
     try:
-        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        doc = _decode_object(raw.decode("utf-8"))
+    except _NotAnObject:
+        raise BadModelError(f"{label}: safetensors header is not a JSON object") from None
+    except _TooManyTensors:
+        raise BadModelError(f"{label}: safetensors header lists more than {MAX_TENSORS} tensors (limit "
+                            f"{MAX_TENSORS} per file; shard the checkpoint into several files)") from None
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BadModelError(f"{label}: safetensors header is not valid JSON ({_short(exc)})") from None
-    if not isinstance(doc, dict):
-        raise BadModelError(f"{label}: safetensors header is not a JSON object")
     metadata = doc.pop(METADATA_KEY, {})
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                  for k, v in metadata.items()):

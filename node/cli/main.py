@@ -19,6 +19,7 @@ from node.cli.context import Context, resolve_home
 # Each module defines `register(subparsers, common)`; the order is the order of `--help`.
 COMMAND_MODULES = (
     "node.cli.registry_cmds",
+    "node.cli.store_cmds",
     "node.cli.merge_cmds",
     "node.cli.search_cmds",
     "node.cli.fuse_cmds",

@@ -4,8 +4,10 @@
     fetcher.fetch_all({digest_hex: size_hint, ...})   # PeerError / VerificationError on failure
 
 Each blob streams into the store's kept `.incomplete` file from its current size, so a pull
-interrupted by a dead holder or a killed puller resumes where it stopped. `commit_partial`
-checks the sha256 before the blob enters the store. A holder that dies is marked bad and the
+interrupted by a dead holder or a killed puller resumes where it stopped. Only the holder of
+the store's `blob_lock` writes a partial file: another pull of the same blob into this home
+(a thread or a process) waits, then finds the blob stored. `commit_partial` checks the size
+and sha256 of what was written before the blob enters the store. A holder that dies is marked bad and the
 next one resumes the partial file; a holder whose bytes do not hash to the signed digest is
 marked bad and the partial discarded. Several blobs stream at once, so hashing one blob
 overlaps with receiving the next.
@@ -39,6 +41,7 @@ from node.network.client import connect, transfer_stub
 from node.network.peers import PeerTable
 from protos import mergenet_pb2 as pb
 from registry.errors import RegistryError, VerificationError
+from registry.hashing import FileDigest
 from registry.store import BlobStore
 
 log = logging.getLogger(__name__)
@@ -124,8 +127,8 @@ class BlobFetcher:
         self._total = sum(blobs.values())
         missing = []
         for digest, size in blobs.items():
-            self._have[digest] = size if self.store.has(digest) else self._partial_size(digest)
-            if not self.store.has(digest):
+            self._have[digest] = size if self._in_store(digest) else self._partial_size(digest)
+            if not self._in_store(digest):
                 missing.append(digest)
         self._report()
         missing.sort(key=lambda d: -blobs[d])  # biggest first: the last one to finish is small
@@ -136,6 +139,22 @@ class BlobFetcher:
 
     def fetch(self, digest: str, size_hint: int) -> None:
         """Get one blob into the store; PeerError (VerificationError if all lied) when every holder failed."""
+        with self.store.blob_lock(digest):
+            if self._in_store(digest):  # another pull of this home fetched it while we waited
+                self._stored(digest, size_hint, None)
+                return
+            self._fetch_locked(digest, size_hint)
+
+    def _stored(self, digest: str, size_hint: int, addr: str | None) -> None:
+        with self._lock:
+            self._have[digest] = max(self._have.get(digest, 0), size_hint, self._stored_size(digest))
+            if addr is not None and addr not in self.sources:
+                self.sources.append(addr)
+        self._report()
+        if self.on_blob is not None:
+            self.on_blob(digest)
+
+    def _fetch_locked(self, digest: str, size_hint: int) -> None:
         failures = []
         queue = self.peers.order(self.holders)  # good holders first, known-bad ones last
         refetched: set[str] = set()
@@ -172,19 +191,19 @@ class BlobFetcher:
                 self.peers.mark_bad(addr, f"served bytes that do not match sha256:{digest}")
                 failures.append(f"{addr}: {TAMPERED}")
                 continue
-            with self._lock:
-                self._have[digest] = max(self._have.get(digest, 0), size_hint, self._stored_size(digest))
-                if addr not in self.sources:
-                    self.sources.append(addr)
-            self._report()
-            if self.on_blob is not None:
-                self.on_blob(digest)
+            self._stored(digest, size_hint, addr)
             return
         summary = "; ".join(failures) or "no holders"
         if failures and all(f.endswith(TAMPERED) for f in failures):
             raise VerificationError(f"every holder of blob sha256:{digest} served bytes that do not match the "
                                     f"signed manifest ({summary})")
         raise PeerError(f"could not fetch blob sha256:{digest} from any holder ({summary})")
+
+    def _in_store(self, digest: str) -> bool:
+        """Stored, and not of a size other than the signed one (such bytes are corrupt: fetching
+        the blob again replaces them)."""
+        signed = self._signed.get(digest)
+        return self.store.has(digest) and (signed is None or self._stored_size(digest) == signed)
 
     def _partial_size(self, digest: str) -> int:
         try:
@@ -203,9 +222,9 @@ class BlobFetcher:
         with self._lock:
             self._have[digest] = 0
 
-    def _stream(self, addr: str, digest: str, size_hint: int) -> str:
-        """Append the holder's bytes to the partial file and return the sha256 of the whole file,
-        hashed as it is written (so committing it needs no second read); a stream silent for
+    def _stream(self, addr: str, digest: str, size_hint: int) -> FileDigest:
+        """Append the holder's bytes to the partial file and return the sha256 and size of the
+        whole file, hashed as it is written (so committing it needs no second read); a stream silent for
         stall_timeout_s is cancelled (a holder that hangs is as useless as a dead one); StreamOverrun
         past any believable size, DiskSpaceError when the disk would fill."""
         offset = self._partial_size(digest)
@@ -249,7 +268,7 @@ class BlobFetcher:
                     self._report()
             finally:
                 done.set()
-        return hasher.hexdigest()
+        return FileDigest(hasher.hexdigest(), offset)
 
     def _check_room(self, addr: str, digest: str, end: int, n: int, stated: int, claimed: int | None,
                     fd: int) -> None:

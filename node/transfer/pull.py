@@ -92,11 +92,13 @@ def find_holders(node_addr: str, model_id: str) -> list[str]:
 
 def pull(model_id: str, home: Path, out_dir: Path | None, sources: Sequence[str] = (), node_addr: str | None = None,
          trusted_only: bool = False, progress: ProgressFn | None = None, peers: PeerTable | None = None) -> PullResult:
-    """Materialize a model: from the local store when held, else from `sources` or the holders
-    `node_addr` knows; `out_dir` defaults to ./<model name>."""
+    """Materialize a model: from the local store when held whole, else from `sources` or the
+    holders `node_addr` knows; `out_dir` defaults to ./<model name>."""
     registry = LocalRegistry(home)
     try:
         held = _resolve_local(registry, model_id)
+        if held is not None and registry.missing_files(held):  # blobs removed by `store check --repair`
+            model_id, held = held, None
         if held is not None:
             record = registry.get(held)
             check_trust(registry, record.signer, held, trusted_only)

@@ -34,12 +34,15 @@ MALFORMED = {
     "shape-size-mismatch": safetensors_bytes({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}},
                                              bytes(16)),
     "trailing-garbage": safetensors_bytes(GOOD, bytes(20)),
+    # 65,537 zero-size tensors: a valid layout, one tensor past the per-file cap (issue 10)
+    "too-many-tensors": safetensors_bytes(b"{" + b",".join(b'"t%d":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}'
+                                                           % i for i in range(65_537)) + b"}"),
 }
 PROBLEM_WORDS = {
     "truncated-length": "truncated", "absurd-header-length": "absurd", "header-past-end": "truncated",
     "bad-json": "not valid JSON", "not-an-object": "not a JSON object", "offsets-past-end": "past the end",
     "overlap": "overlapping", "unknown-dtype": "unknown dtype", "shape-size-mismatch": "needs 12 bytes",
-    "trailing-garbage": "trailing bytes",
+    "trailing-garbage": "trailing bytes", "too-many-tensors": "more than 65536 tensors (limit 65536 per file",
 }
 
 

@@ -119,3 +119,59 @@ def test_duplicate_tensor_names_are_refused():
         assert "duplicate" in str(exc)
     else:
         raise AssertionError("duplicate key accepted")
+
+
+def _zero_size_tensors(n: int, metadata: bool = False) -> bytes:
+    """A header of `n` zero-size tensors, written directly (torch would take minutes for a million)."""
+    entries = [b'"t%d":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}' % i for i in range(n)]
+    if metadata:
+        entries.insert(n // 2, b'"__metadata__":{"format":"pt"}')
+    return b"{" + b",".join(entries) + b"}"
+
+
+def test_tensor_count_is_capped_while_the_header_is_decoded(tmp_path):
+    """Issue 10: a million zero-size tensors is a valid layout that took tens of seconds and a
+    gigabyte to check; it is refused after MAX_TENSORS entries, naming the file and the limit."""
+    import time
+
+    from registry.safetensors_check import MAX_HEADER_BYTES, MAX_TENSORS
+
+    raw = _zero_size_tensors(1_000_000)
+    assert len(raw) < MAX_HEADER_BYTES  # only the count cap stands in its way
+    path = tmp_path / "many.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    start = time.monotonic()
+    try:
+        check_safetensors(path, name="many.safetensors")
+    except BadModelError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("a header with a million tensors was accepted")
+    assert time.monotonic() - start < 5.0
+    assert message.startswith("many.safetensors: ") and f"more than {MAX_TENSORS} tensors" in message
+    assert "\n" not in message
+
+
+def test_tensor_count_cap_is_exact_and_ignores_metadata(monkeypatch):
+    import registry.safetensors_check as stc
+
+    monkeypatch.setattr(stc, "MAX_TENSORS", 100)
+    assert len(parse_header(_zero_size_tensors(100, metadata=True), 0, "ok.safetensors").tensors) == 100
+    try:
+        parse_header(_zero_size_tensors(101), 0, "big.safetensors")
+    except BadModelError as exc:
+        assert "more than 100 tensors" in str(exc)
+    else:
+        raise AssertionError("101 tensors accepted under a cap of 100")
+
+
+def test_member_by_member_decoding_still_refuses_malformed_json():
+    for raw in (b'{"a": 1,}', b'{"a" 1}', b'{"a": 1} x', b'{"a": 1', b"{'a': 1}", b'{"a": 1 "b": 2}', b" ", b"",
+                b'{"a": [1, 2}'):
+        try:
+            parse_header(raw, 0, "m.safetensors")
+        except BadModelError as exc:
+            assert "m.safetensors" in str(exc), raw
+        else:
+            raise AssertionError(f"{raw!r} accepted")
+    assert parse_header(b' \n{ }\t', 0, "empty.safetensors").tensors == {}
