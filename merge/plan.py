@@ -5,7 +5,7 @@
 
 Second step of the pipeline (recipe → plan → method → executor → writer). Only headers are
 read. A `models:` recipe is one slice covering every layer of every model (the base is added
-when the method needs it and the recipe did not list it), as in mergekit. Layers are found by
+when the method uses it and the recipe did not list it), as in mergekit. Layers are found by
 the `<prefix>.<index>.<rest>` pattern of HF checkpoints (`model.layers.3.`, `transformer.h.3.`);
 output layer j of a slice reads layer `layer_range[0] + j` of every source and gets the
 gradient position t = j/(n−1) (1 for a one-layer slice); other tensors get t = 0, embeddings
@@ -113,7 +113,8 @@ class _Planner:
         sources = [SliceSource(m.model, (0, layer_count(self.reader(m.model))), m.parameters)
                    for m in self.recipe.models]
         base = self.recipe.base_model
-        if self.method.needs_base and base and base not in {s.model for s in sources}:
+        m = self.method
+        if (m.needs_base or m.base_optional or m.base_as_input) and base and base not in {s.model for s in sources}:
             sources.append(SliceSource(base, (0, layer_count(self.reader(base)))))
         return (Slice(tuple(sources)),)
 
@@ -121,7 +122,7 @@ class _Planner:
         """(base source, other sources) of a slice, checked against the method's needs."""
         base_ref = sl.base_model or self.recipe.base_model
         base, others = None, list(sl.sources)
-        if self.method.needs_base:
+        if self.method.needs_base or (self.method.base_optional and base_ref):
             matches = [s for s in sl.sources if s.model == base_ref]
             if not matches:
                 raise RecipeError(f"{where}: base_model {base_ref} must be one of the slice's sources")
@@ -130,7 +131,7 @@ class _Planner:
         lo, hi = self.method.min_inputs, self.method.max_inputs
         if len(others) < lo or (hi is not None and len(others) > hi):
             want = f"exactly {lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo}–{hi}"
-            extra = " besides the base model" if self.method.needs_base else ""
+            extra = " besides the base model" if base else ""
             raise RecipeError(f"{where}: {self.method.name} needs {want} input model(s){extra}, got {len(others)}")
         return base, others
 

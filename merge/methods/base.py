@@ -44,7 +44,13 @@ class ParamSpec:
 
 @dataclass(frozen=True)
 class MergeMethod:
-    """A registered method. `needs_base`: inputs are task vectors relative to `base_model`."""
+    """A registered method. `needs_base`: inputs are task vectors relative to `base_model`.
+
+    `base_optional`: a `base_model`, when the recipe names one, is the origin of the task vectors
+    (passed as `base`); without one the inputs are merged as they are. `base_as_input`: a named
+    `base_model` is merged as one more ordinary input, as mergekit does for methods that ignore
+    the base (it adds the base to every slice's inputs).
+    """
 
     name: str
     fn: MethodFn
@@ -54,6 +60,8 @@ class MergeMethod:
     reference: str
     min_inputs: int = 1
     max_inputs: int | None = None
+    base_optional: bool = False
+    base_as_input: bool = False
 
     def param(self, name: str) -> ParamSpec | None:
         return next((p for p in self.params if p.name == name), None)

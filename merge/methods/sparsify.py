@@ -1,9 +1,10 @@
 """Sparsification of task vectors: magnitude trimming (TIES), outlier-aware trimming
-(breadcrumbs) and Bernoulli dropping (DARE).
+(breadcrumbs), Bernoulli dropping (DARE) and magnitude-ranked dropping (DELLA).
 
     delta = magnitude(delta, density=0.3)               # keep the 30% largest |delta|
     trim = plan_trim(delta, density=0.3)                # the same decision, applied block-wise later
-    delta = bernoulli(delta, density=0.3, generator=g)  # DARE: drop, then rescale by 1/density
+    delta = bernoulli(delta, density=0.3, generator=g)  # DARE: drop, then restore the L1 norm
+    delta = magprune(delta, density=0.3, epsilon=0.1, generator=g)  # DELLA: magnitude-ranked drop
 
 Trimming keeps k = max(1, int(density·numel)) entries (density ≥ 1 keeps all, ≤ 0 none), as
 mergekit does. Entries tied with the k-th largest magnitude are kept lowest index first, so the
@@ -196,14 +197,60 @@ def magnitude_outliers(delta: torch.Tensor, density: float, gamma: float = 0.01,
 
 
 def bernoulli(delta: torch.Tensor, density: float, generator: torch.Generator | None,
-              rescale: bool = True) -> torch.Tensor:
-    """DARE: keep each entry with probability `density`; with `rescale`, divide survivors by density."""
+              rescale: bool = True, paper: bool = False) -> torch.Tensor:
+    """DARE: keep each entry with probability `density`.
+
+    With `rescale` the survivors are scaled back to the L1 norm the whole task vector had
+    (mergekit 0.1.5's `rescale`), or with `paper` divided by density as in the DARE paper (the
+    two agree in expectation; the L1 version also undoes the variance of the kept share).
+    """
     if density >= 1:
         return delta
     if density <= 0:
         return delta.zero_()
+    l1 = delta.abs().sum() if rescale and not paper else None
     keep = torch.rand(delta.shape, generator=generator, device=delta.device) < density
     delta.mul_(keep)
-    if rescale:
+    del keep
+    if rescale and paper:
         delta.div_(density)
+    elif rescale:
+        rescale_l1(delta, l1)
     return delta
+
+
+def magprune(delta: torch.Tensor, density: float, epsilon: float, generator: torch.Generator | None,
+             rescale: bool = True, paper: bool = False) -> torch.Tensor:
+    """DELLA's MAGPRUNE: keep each entry with a probability that grows with its magnitude rank.
+
+    Within each row (a 1-D tensor is one row) the entry of rank r (0 = smallest |x|, ties by
+    index) of n is kept with p = density − ε + 2ε·r/(n − 1), so the mean keep rate is `density`.
+    `rescale` restores the L1 norm (mergekit) or, with `paper`, divides each survivor by its own
+    p (the DELLA paper). mergekit refuses density ± ε outside (0, 1); here p is clipped to
+    [0, 1] instead, so a search may roam the density freely. A one-column row keeps p = density.
+    """
+    if density >= 1:
+        return delta
+    if density <= 0:
+        return delta.zero_()
+    rows = delta if delta.dim() >= 2 else delta.reshape(1, -1)  # (rows, n, ...) as mergekit ranks along dim 1
+    n = rows.shape[1]
+    order = torch.argsort(rows.abs(), dim=1, stable=True)
+    ranks = torch.empty_like(order)
+    position = torch.arange(n, device=delta.device).reshape(1, n, *([1] * (rows.dim() - 2)))
+    ranks.scatter_(1, order, position.expand_as(order))
+    del order
+    if n > 1:
+        p = ranks.to(torch.float32).mul_(2 * epsilon / (n - 1)).add_(density - epsilon).clamp_(0, 1)
+    else:
+        p = torch.full(rows.shape, density, dtype=torch.float32, device=delta.device)
+    del ranks
+    l1 = rows.abs().sum() if rescale and not paper else None
+    keep = torch.rand(rows.shape, generator=generator, device=delta.device) < p
+    rows.mul_(keep)
+    del keep
+    if rescale and paper:
+        rows.div_(p.clamp_(min=L1_EPS))  # dropped entries are 0 either way; kept ones have p > 0
+    elif rescale:
+        rescale_l1(rows, l1)
+    return rows.reshape(delta.shape)

@@ -68,8 +68,9 @@ class SearchSpace:
             raise RecipeError(f"merge_method {recipe.merge_method} has no per-model weight to search; "
                               f"use linear, task_arithmetic, ties, dare_ties or similar")
         bounds = {"weight": WEIGHT_BOUNDS, "density": DENSITY_BOUNDS, **(bounds or {})}
-        # With a base-needing method the base is the origin of the task vectors, not an input.
-        models = [m for m in recipe.models if not (method.needs_base and m.model == recipe.base_model)]
+        # With a base-using method the base is the origin of the task vectors, not an input.
+        uses_base = method.needs_base or method.base_optional
+        models = [m for m in recipe.models if not (uses_base and m.model == recipe.base_model)]
         n_groups = math.ceil(n_layers / group_size)
         genes = []
         for entry in models:

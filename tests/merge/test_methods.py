@@ -135,25 +135,53 @@ def test_breadcrumbs_hand_computed():
 
 
 @pytest.mark.parametrize("name", ["dare_linear", "dare_ties"])
-def test_dare_drops_and_rescales_by_inverse_density(name):
+def test_dare_drops_and_restores_l1_norm_by_default(name):
     base = grid(200, 50, seed=4)
     x = base + 0.25  # every delta entry is exactly 0.25
     gen = torch.Generator().manual_seed(3)
     out = run(name, [x], base, [{"weight": 1.0, "density": 0.25}], generator=gen) - base
     kept = out != 0
-    assert torch.allclose(out[kept], torch.full_like(out[kept], 1.0))  # 0.25 / 0.25
     assert abs(kept.float().mean().item() - 0.25) < 0.02
+    # mergekit's rescale: survivors scaled so the task vector keeps its L1 norm (0.25 per entry)
+    want = 0.25 * out.numel() / int(kept.sum())
+    torch.testing.assert_close(out[kept], torch.full_like(out[kept], want), rtol=1e-5, atol=0)
+    assert math.isclose(out.abs().sum().item(), 0.25 * out.numel(), rel_tol=1e-4)
     again = run(name, [x], base, [{"weight": 1.0, "density": 0.25}], generator=torch.Generator().manual_seed(3))
     assert torch.equal(again - base, out)
 
 
-def test_dare_ties_matches_reference_given_its_masks(trio):
+@pytest.mark.parametrize("name", ["dare_linear", "dare_ties"])
+def test_dare_paper_rescale_divides_by_density(name):
+    base = grid(200, 50, seed=4)
+    x = base + 0.25
+    out = run(name, [x], base, [{"weight": 1.0, "density": 0.25}], {"paper_rescale": True},
+              generator=torch.Generator().manual_seed(3)) - base
+    kept = out != 0
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1.0))  # 0.25 / 0.25
+    plain = run(name, [x], base, [{"weight": 1.0, "density": 0.25}], {"rescale": False},
+                generator=torch.Generator().manual_seed(3)) - base
+    assert torch.equal(plain != 0, kept)  # the same draws; no rescaling at all
+    assert torch.allclose(plain[kept], torch.full_like(plain[kept], 0.25))
+
+
+def ref_l1(delta: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """mergekit's rescaled_masked_tensor with the L1 norm (eps 1e-7), in float64."""
+    before, after = delta.abs().sum(), masked.abs().sum()
+    return masked if before < 1e-7 or after < 1e-7 else masked * (before / after)
+
+
+@pytest.mark.parametrize("paper", [False, True])
+def test_dare_ties_matches_reference_given_its_masks(trio, paper):
     base, xs = trio
     params = [{"weight": 0.6, "density": 0.5}, {"weight": 0.4, "density": 0.7}]
-    got = run("dare_ties", xs, base, params, generator=torch.Generator().manual_seed(11))
+    got = run("dare_ties", xs, base, params, {"paper_rescale": paper}, generator=torch.Generator().manual_seed(11))
     g = torch.Generator().manual_seed(11)  # same draws, in the same order: one mask per model
     masks = [torch.rand(SHAPE, generator=g) < p["density"] for p in params]
-    deltas = [(x - base).double() * m / p["density"] for x, m, p in zip(xs, masks, params, strict=True)]
+    deltas = [(x - base).double() for x in xs]
+    if paper:
+        deltas = [d * m / p["density"] for d, m, p in zip(deltas, masks, params, strict=True)]
+    else:
+        deltas = [ref_l1(d, d * m) for d, m in zip(deltas, masks, strict=True)]
     want = ref_combine(base, deltas, [0.6, 0.4], consensus=True, normalize=False)
     torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-6)
 
@@ -229,8 +257,10 @@ def test_topk_mask_ties_and_large_tensor_selection():
 
 def test_registry_is_explicit_and_complete():
     assert set(METHODS) == {"linear", "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
-                            "breadcrumbs_ties", "slerp", "model_stock", "passthrough"}
-    assert {n for n, m in METHODS.items() if m.randomized} == {"dare_ties", "dare_linear"}
+                            "breadcrumbs_ties", "slerp", "model_stock", "passthrough", "della", "della_linear",
+                            "sce", "karcher", "nuslerp", "multislerp", "nearswap", "arcee_fusion", "ram",
+                            "ramplus_tl"}
+    assert {n for n, m in METHODS.items() if m.randomized} == {"dare_ties", "dare_linear", "della", "della_linear"}
     assert all(m.reference.startswith("https://") for m in METHODS.values())
 
 

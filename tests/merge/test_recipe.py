@@ -71,12 +71,12 @@ def test_with_models_replaces_every_reference():
 
 
 @pytest.mark.parametrize("text,needle", [
-    ("merge_method: nope\nmodels: [/a]\n", "supported: breadcrumbs, breadcrumbs_ties, dare_linear"),
+    ("merge_method: nope\nmodels: [/a]\n", "supported: arcee_fusion, breadcrumbs, breadcrumbs_ties, dare_linear"),
     ("merge_method: linear\nmodels: [/a]\nbogus: 1\n", "unknown key 'bogus'; supported: merge_method"),
     ("merge_method: linear\n", "no input models"),
     ("merge_method: ties\nmodels: [/a]\n", "needs a base_model"),
     ("merge_method: linear\nmodels: [{model: /a, parameters: {wieght: 1}}]\n",
-     "unknown parameter 'wieght' for linear; supported: normalize, random_seed, weight"),
+     "unknown parameter 'wieght' for linear; supported: int8_mask, normalize, random_seed, weight"),
     ("merge_method: linear\nmodels: [{model: /a, parameters: {weight: {x: 1}}}]\n", "models[0].parameters.weight"),
     ("merge_method: linear\nmodels: [/a]\ndtype: int8\n", "dtype must be one of"),
     ("merge_method: linear\nmodels: [/a]\ntokenizer_source: union\n", "vocabulary union is not supported"),
