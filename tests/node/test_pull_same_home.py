@@ -64,7 +64,7 @@ def test_two_processes_pulling_into_one_home_both_succeed(holder, tmp_path):
 
 
 def test_two_threads_pulling_into_one_home_both_succeed(holder, tmp_path):
-    from node.pull import pull_from_network
+    from node.transfer.pull import pull_from_network
     from registry.local import LocalRegistry
 
     node, model_id, folder = holder

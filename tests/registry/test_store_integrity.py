@@ -21,7 +21,7 @@ from tests.registry.registry_helpers import store_blobs
 REPO = Path(__file__).resolve().parents[2]
 CHUNKS = 16
 
-# One downloader, as node.fetch does it: under the blob's lock, skip a blob already stored, else
+# One downloader, as node.transfer.fetch does it: under the blob's lock, skip a blob already stored, else
 # append chunks to the partial file (slowly, so writers overlap), hashing what it writes.
 WRITER = """
 import hashlib, sys, time
