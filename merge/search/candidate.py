@@ -65,6 +65,8 @@ class CandidateMerger:
                 if src is not None and src not in self._cache:
                     self._cache[src] = self.readers[src.model].get(src.tensor, device=device)
         config = AutoConfig.from_pretrained(plan.config_model)
+        if plan.vocab_rows is not None:  # inputs' vocabularies differ: the merge keeps the reference's rows
+            config.vocab_size = plan.vocab_rows
         self.model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).to(device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(plan.tokenizer_model)
         self._keys = checkpoint_keys(self.model)
