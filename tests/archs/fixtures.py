@@ -202,7 +202,7 @@ def memorize(model: Any, tok: Any, facts: dict[str, str], steps: int, lr: float 
 
 
 def make_model(out_dir: Path, arch: str, seed: int = 0, tokenizer_dir: Path | None = None,
-               train_steps: int = 120) -> Path:
+               train_steps: int = 200) -> Path:
     """Save a tiny `arch` model (safetensors) with its tokenizer; trained on FACTS unless steps=0."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -210,18 +210,23 @@ def make_model(out_dir: Path, arch: str, seed: int = 0, tokenizer_dir: Path | No
     out_dir = Path(out_dir)
     if tokenizer_dir is None:
         tokenizer_dir = make_tokenizer(out_dir.parent / f"{out_dir.name}-tokenizer", SPECS[arch].style, seed=seed)
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    config = config_for(arch, AutoTokenizer.from_pretrained(str(tokenizer_dir)))
+    # Next to a config, AutoTokenizer picks the family's own tokenizer class, which may rebuild the
+    # pre-tokenizer (Qwen2Tokenizer splits digits one by one): train with what eval will load.
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(out_dir)
+    AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(out_dir)
+    tok = AutoTokenizer.from_pretrained(str(out_dir))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a shared 2-core machine: torch's spinning threads only slow tiny models
     try:
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config_for(arch, tok))
+        model = AutoModelForCausalLM.from_config(config)
         if train_steps:
             memorize(model, tok, FACTS, train_steps)
     finally:
         torch.set_num_threads(threads)
     model.save_pretrained(out_dir, safe_serialization=True)
-    tok.save_pretrained(out_dir)
     return out_dir
 
 
