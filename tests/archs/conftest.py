@@ -39,7 +39,7 @@ def shaped_copy(shaped, tmp_path) -> Callable[[str, int], Path]:
 
     def copy(arch: str, index: int) -> Path:
         base, experts = shaped[arch]
-        dst = tmp_path / f"{arch}-{index}"
+        dst = tmp_path / f"{arch}-{index}-{len(list(tmp_path.iterdir()))}"
         shutil.copytree(base if index == 0 else experts[index - 1], dst)
         return dst
 
