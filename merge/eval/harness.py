@@ -23,7 +23,9 @@ import torch
 from merge.errors import MergeError, MergeInputError
 from merge.eval.scoring import (
     GEN_MARGIN_TOKENS,
+    check_ids,
     continuation_logprobs,
+    embedding_rows,
     encode_pair,
     exact_match,
     generate_greedy,
@@ -89,7 +91,14 @@ def evaluate(model, tokenizer, tasks: Sequence[Task], *, device: torch.device | 
     if not tasks:
         raise MergeInputError("no tasks to evaluate")
     device = device or next(model.parameters()).device
-    pad = pad_id(tokenizer)
+    n_rows = embedding_rows(model)
+    pad = pad_id(tokenizer, n_rows)
+
+    def encode(prompt: str, continuation: str) -> tuple[list[int], list[int]]:
+        ctx, cont = encode_pair(tokenizer, prompt, continuation)
+        check_ids(tokenizer, [ctx + cont], n_rows)
+        return ctx, cont
+
     correct = [False] * len(tasks)
     gold_lp, gold_tokens = 0.0, 0
     # Sort by prompt length so batches pad little; results go back to their original index.
@@ -102,7 +111,7 @@ def evaluate(model, tokenizer, tasks: Sequence[Task], *, device: torch.device | 
         longest = max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
         outs = generate_greedy(model, tokenizer, [tasks[i].prompt for i in batch],
                                min(max_new_tokens, longest + GEN_MARGIN_TOKENS), device)
-        pairs = [encode_pair(tokenizer, tasks[i].prompt, a) for i, a in zip(batch, answers, strict=True)]
+        pairs = [encode(tasks[i].prompt, a) for i, a in zip(batch, answers, strict=True)]
         for i, out, (lp, k) in zip(batch, outs, continuation_logprobs(model, pairs, pad, device), strict=True):
             correct[i] = exact_match(out, str(tasks[i].answer))
             gold_lp, gold_tokens = gold_lp + lp, gold_tokens + k
@@ -115,7 +124,7 @@ def evaluate(model, tokenizer, tasks: Sequence[Task], *, device: torch.device | 
     scores: dict[int, list[float]] = {i: [] for i in mc}
     for batch in _batches(range(len(rows)), batch_size):
         picked = [rows[r] for r in batch]
-        pairs = [encode_pair(tokenizer, tasks[i].prompt, tasks[i].choices[c]) for i, c in picked]
+        pairs = [encode(tasks[i].prompt, tasks[i].choices[c]) for i, c in picked]
         for (i, c), (lp, k) in zip(picked, continuation_logprobs(model, pairs, pad, device), strict=True):
             scores[i].append(lp)
             if c == tasks[i].answer:

@@ -148,6 +148,7 @@ def capture_model(model_dir: Path, examples: Sequence[Example], *, top_k: int, m
     model = load_model(model_dir, device).eval()
     max_length = model_max_length(model, max_length)
     encoded = [encode_example(tok, ex, max_length) for ex in examples]
+    check_ids(tok, encoded, int(model.get_input_embeddings().weight.shape[0]), model_dir)
     k = min(top_k, model.config.vocab_size)
     topk_ids, topk_logits, ce_sum = [], [], []
     with torch.inference_mode():
@@ -175,8 +176,21 @@ def capture_model(model_dir: Path, examples: Sequence[Example], *, top_k: int, m
     )
 
 
+def check_ids(tok: Any, encoded: Sequence[Encoded], rows: int, model_dir: Path) -> None:
+    """Every token id must have an embedding row (a tokenizer can hold added tokens its model was never
+    resized for); said here, naming the token, instead of torch's "index out of range in self"."""
+    for enc in encoded:
+        bad = next((t for t in enc.ids if not 0 <= t < rows), None)
+        if bad is not None:
+            raise MergeInputError(f"model folder {model_dir}: the tokenizer produced token id {bad} "
+                                  f"({tok.convert_ids_to_tokens(bad)!r}) but the embedding has {rows} rows; the "
+                                  "tokenizer does not match the model (resize its embeddings or use its own tokenizer)")
+
+
 def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded (B, T) ids and attention mask; causal LMs never look right, so padding is inert."""
+    """Right-padded (B, T) ids and attention mask; causal LMs never look right, so padding is inert,
+    and real tokens keep the default positions 0..len−1. `pad_id` 0 is a row every embedding has;
+    tokenizers without a pad token (GPT-2, Llama) need none."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.int64)
     mask = torch.zeros((len(seqs), width), dtype=torch.int64)

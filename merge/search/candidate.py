@@ -6,7 +6,9 @@ own `merge_tensor` and loaded into the skeleton with `load_state_dict` (no disk 
     model = merger.build(candidate_recipe)     # the skeleton, now holding the candidate's weights
 
 Because planning (`plan_merge`) and per-tensor math (`merge_tensor`, seeded per tensor) are the
-executor's, a candidate equals what `run_merge` would write for the same recipe.
+executor's, a candidate equals what `run_merge` would write for the same recipe. Tensors are
+named as in the checkpoint; `checkpoint_keys` maps them to the skeleton's own parameter names
+where transformers renames at load (GPT-NeoX's `embed_out` is `lm_head` in transformers 5).
 """
 
 from __future__ import annotations
@@ -22,6 +24,29 @@ from merge.plan import Source, plan_merge
 from merge.recipe import Recipe
 
 log = logging.getLogger(__name__)
+
+
+def checkpoint_keys(model) -> dict[str, str]:
+    """Checkpoint tensor name → the model's state-dict key, for the names that differ.
+
+    transformers 5 renames some checkpoint tensors when `from_pretrained` loads them and renames
+    them back in `save_pretrained`; `load_state_dict` knows only the model's names. The reverse
+    renaming is read from transformers itself, so it follows whatever mapping the installed
+    version applies; tensors are matched by storage, since a rename keeps the tensor object."""
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # transformers 4 loads checkpoint names as they are
+        return {}
+    own = model.state_dict()
+    by_storage: dict[int, list[str]] = {}
+    for key, t in own.items():
+        by_storage.setdefault(t.data_ptr(), []).append(key)
+    out = {}
+    for name, t in revert_weight_conversion(model, dict(own)).items():
+        keys = by_storage.get(t.data_ptr(), [])
+        if name not in keys and len(keys) == 1:
+            out[name] = keys[0]
+    return out
 
 
 class CandidateMerger:
@@ -40,8 +65,11 @@ class CandidateMerger:
                 if src is not None and src not in self._cache:
                     self._cache[src] = self.readers[src.model].get(src.tensor, device=device)
         config = AutoConfig.from_pretrained(plan.config_model)
+        if plan.vocab_rows is not None:  # inputs' vocabularies differ: the merge keeps the reference's rows
+            config.vocab_size = plan.vocab_rows
         self.model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).to(device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(plan.tokenizer_model)
+        self._keys = checkpoint_keys(self.model)
         log.info("cached %d input tensors for %d output tensors", len(self._cache), len(plan.tasks))
 
     def state_dict(self, recipe: Recipe) -> dict[str, torch.Tensor]:
@@ -66,7 +94,7 @@ class CandidateMerger:
 
     def build(self, recipe: Recipe):
         """Load `recipe`'s merged weights into the skeleton and return it (eval mode)."""
-        sd = self.state_dict(recipe)
+        sd = {self._keys.get(k, k): v for k, v in self.state_dict(recipe).items()}
         missing, unexpected = self.model.load_state_dict(sd, strict=False)
         tied = set(getattr(self.model, "_tied_weights_keys", None) or ())  # a list or a dict, by version
         buffers = dict(self.model.named_buffers())
