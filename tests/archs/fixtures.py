@@ -1,6 +1,6 @@
 """Tiny models shaped like real checkpoints, for seven architectures, with real-style tokenizers.
 
-node/tinymodels.py gives every tokenizer a `<pad>` token and sizes every embedding to the
+node/demo/models.py gives every tokenizer a `<pad>` token and sizes every embedding to the
 tokenizer exactly; real checkpoints do neither, and that hid bugs. Here each architecture gets
 the tokenizer layout of its real family and the config quirks that matter to merging and eval:
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.tinymodels import perturb_model, synthetic_corpus
+from node.demo.models import perturb_model, synthetic_corpus
 
 ARCHS = ("llama", "mistral", "qwen2", "gemma2", "phi3", "gpt_neox", "gpt2")
 TIED = frozenset({"qwen2", "gemma2", "gpt2"})
