@@ -104,10 +104,6 @@ class Index:
                            [(row.id, p, sha, size) for p, (sha, size) in sorted(files.items())])
         return new
 
-    def remove_model(self, model_id: str) -> bool:
-        with self._tx() as db:
-            return db.execute("DELETE FROM models WHERE id=?", (model_id,)).rowcount > 0
-
     def get(self, model_id: str) -> ModelRow | None:
         rows = self._query("SELECT id, kind, name, manifest, signature, signer, created, added FROM models WHERE id=?",
                            (model_id,))

@@ -50,10 +50,6 @@ def root_digest(resources: Mapping[str, str]) -> str:
     return h.hexdigest()
 
 
-def model_id_of(resources: Mapping[str, str]) -> str:
-    return "sha256:" + root_digest(resources)
-
-
 def build_statement(model_name: str, resources: Mapping[str, str]) -> dict[str, Any]:
     items = [{"name": n, "algorithm": HASH_TYPE, "digest": resources[n]} for n in sorted(resources)]
     return {

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from registry.dsse import IN_TOTO_PAYLOAD_TYPE, bundle_hint, sign_bundle, verify_bundle
+from registry.dsse import IN_TOTO_PAYLOAD_TYPE, sign_bundle, verify_bundle
 from registry.errors import BadModelError, VerificationError
 from registry.identity import Identity, key_id_of, matches_key_id
 from registry.ids import digest_hex
@@ -68,11 +68,6 @@ def sign_statement(identity: Identity, subject_name: str, subject_digest_hex: st
     bundle = sign_bundle(identity, IN_TOTO_PAYLOAD_TYPE, canonical_json(statement))
     bundle[PUBLIC_KEY_FIELD] = identity.public_pem.decode()
     return bundle
-
-
-def statement_signer(bundle: Any) -> str:
-    """The key id a bundle claims as signer (not yet verified)."""
-    return bundle_hint(bundle, "statement")
 
 
 def verify_statement(bundle: Any, expected_key_id: str | None = None,

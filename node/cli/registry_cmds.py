@@ -117,13 +117,9 @@ def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
 
 def _notify(node_addr: str, model_id: str) -> bool:
     """Tell the local node (if one runs) so it advertises the model now; never fails the submit."""
-    try:
-        from node.network.remote import notify_submitted
+    from node.network.remote import notify_submitted
 
-        return bool(notify_submitted(node_addr, model_id))
-    except Exception as exc:  # best effort by design: no node, or the node module is not there
-        log.info("could not notify node %s: %s", node_addr, exc)
-        return False
+    return notify_submitted(node_addr, model_id)  # False when no node listens
 
 
 def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:
@@ -206,15 +202,13 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _show_remote(args: argparse.Namespace, ctx: Context, reg) -> dict[str, Any]:
+    from node.errors import PeerError
+    from node.network.remote import show_remote
     from registry.errors import NotFoundError
 
     try:
-        from node.network.remote import show_remote
-
         found = show_remote(resolve_node(args.node, ctx.home), args.model_id)
-    except NotFoundError:
-        raise
-    except Exception as exc:  # no node running, or the node module missing: the id is simply unknown
+    except PeerError as exc:  # no node answers: the id is simply unknown here
         log.info("remote lookup failed: %s", exc)
         found = None
     if not found:

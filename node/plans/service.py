@@ -1,7 +1,8 @@
 """The Plans gRPC service of a node: wiring (store, engine, jobs, ticker) and the servicer.
 
-    from node.plans.service import PLANS_SERVICE   # a node.process.server.ServiceSpec
-    node.add_service(PLANS_SERVICE)                # or listed in node.process.services.DEFAULT_SERVICES
+    plans = PlanService(home, identity, network, address)   # the node builds it, knowing its address
+    PlansServicer(plans, network.peers)                       # served by node.process.services
+    plans.run(stop_event)                                     # the ticker, on a thread the node owns
 
 Propose, Status, List and Decide serve local clients; Offer/Consent/Bid/Commit/Report/Attest
 carry signed statements between nodes (flooded; the engine verifies, dedups and forwards).
@@ -28,7 +29,6 @@ from node.plans.model import FUSION, PlanInput, Requirements, VerificationPolicy
 from node.plans.state import PlanStore
 from node.plans.status import status_doc
 from node.plans.transport import GrpcTransport, NodeResolver, parse_bundle
-from node.process.server import ServiceSpec
 from protos import mergenet_pb2 as pb
 from protos import mergenet_pb2_grpc as pb_grpc
 from registry.ids import ModelId
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 CONSENT_POLICY_ENV = "MERGENET_CONSENT_POLICY"
 CONSENT_POLICY_FILE = "consent_policy"
 TICK_S = 0.25
-READY_TIMEOUT_S = 10.0
 # A fusion plan carries its data (≤ fusion.MAX_DATA_BYTES, base64 twice); one gRPC message holds 1 MiB + 64 KiB.
 MAX_STATEMENT_BYTES = 1024 * 1024
 
@@ -62,67 +61,38 @@ def inputs_from_recipe(recipe: Any) -> list[PlanInput]:
 
 
 class PlanService:
-    """One node's plan machinery; the engine starts once the node knows its own address."""
+    """One node's plan machinery, built once the node's address is known; `run` is the ticker
+    loop, which the node runs on a thread it owns and ends by setting `stop`."""
 
-    def __init__(self, node: Any) -> None:
-        self.node = node
-        self.engine: PlanEngine | None = None
-        self._ready = threading.Event()
-        threading.Thread(target=self._run, name="plans", daemon=True).start()
-
-    def _stopped(self) -> bool:
-        stopped = getattr(self.node, "_stopped", None)
-        return bool(stopped is not None and stopped.is_set())
-
-    def _build(self) -> PlanEngine:
+    def __init__(self, home: Path, identity: Any, network: Any, address: str) -> None:
         from node.jobs.context import JobContext
         from node.jobs.node_jobs import NodeJobs
-        from registry.identity import Identity
 
-        node, home = self.node, self.node.home.root
-        identity, _ = Identity.load_or_create(node.home)
-        network = node.network
-        ctx = JobContext(home, identity.key_id, lambda: node.addr, holders=network.holders,
+        ctx = JobContext(home, identity.key_id, lambda: address, holders=network.holders,
                          announce=network.models_changed, peers=network.peers)
-        return PlanEngine(PlanStore(home / "plans"), identity, EngineConfig(node.addr, consent_policy(home)),
-                          GrpcTransport(network.peers, lambda: node.addr), NodeResolver(home, network),
-                          NodeJobs(ctx))
+        self.engine = PlanEngine(PlanStore(home / "plans"), identity, EngineConfig(address, consent_policy(home)),
+                                 GrpcTransport(network.peers, lambda: address), NodeResolver(home, network),
+                                 NodeJobs(ctx))
+        self.engine.resume()
 
-    def _run(self) -> None:
-        while not self.node.addr and not self._stopped():
-            threading.Event().wait(0.05)
-        if self._stopped():
-            return
-        try:
-            self.engine = self._build()
-            self.engine.resume()
-        except Exception:  # the node keeps serving models even if plans cannot start
-            log.exception("the plan engine could not start")
-            return
-        finally:
-            self._ready.set()
-        while not self._stopped():
+    def run(self, stop: threading.Event) -> None:
+        while not stop.wait(TICK_S):
             try:
                 self.engine.tick()
-            except Exception:  # one bad tick must not end the loop
+            except Exception:  # one bad tick must not end the loop; the traceback goes to the log
                 log.exception("plan tick failed")
-            threading.Event().wait(TICK_S)
-
-    def get(self, context: grpc.ServicerContext) -> PlanEngine:
-        if not self._ready.wait(READY_TIMEOUT_S) or self.engine is None:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "the plan engine of this node is not running")
-        return self.engine  # type: ignore[return-value]
 
 
 class PlansServicer(pb_grpc.PlansServicer):
-    def __init__(self, service: PlanService) -> None:
-        self.service = service
+    def __init__(self, service: PlanService, peers: Any) -> None:
+        self.engine = service.engine
+        self.peers = peers
 
     def Propose(self, request: pb.ProposeRequest, context: grpc.ServicerContext) -> pb.ProposeReply:
         from merge.errors import MergeInputError
         from merge.recipe import load_recipe
 
-        engine = self.service.get(context)
+        engine = self.engine
         try:
             recipe = json.loads(request.recipe_json)
             if kind_of(recipe) == FUSION:  # heterogeneous: data travels inline, inputs are target/expert
@@ -142,14 +112,14 @@ class PlansServicer(pb_grpc.PlansServicer):
         return pb.ProposeReply(plan_id=record.plan_id)
 
     def _statement(self, kind: str, request: pb.PlanStatement, context: grpc.ServicerContext) -> pb.PlanAck:
-        engine = self.service.get(context)
+        engine = self.engine
         try:
             bundle = parse_bundle(request.bundle, MAX_STATEMENT_BYTES)
         except PlanInputError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         sender = request.sender or None
         if sender:
-            self.service.node.network.peers.add(sender, source="plans")
+            self.peers.add(sender, source="plans")
         return pb.PlanAck(accepted=engine.receive(kind, bundle, sender=sender))
 
     def Offer(self, request, context):
@@ -171,7 +141,7 @@ class PlansServicer(pb_grpc.PlansServicer):
         return self._statement("attestation", request, context)
 
     def Status(self, request: pb.PlanStatusRequest, context: grpc.ServicerContext) -> pb.PlanStatusReply:
-        engine = self.service.get(context)
+        engine = self.engine
         try:
             record = engine.store.resolve(request.plan_id)
         except UnknownPlanError as exc:
@@ -179,21 +149,14 @@ class PlansServicer(pb_grpc.PlansServicer):
         return pb.PlanStatusReply(status_json=json.dumps(status_doc(record)))
 
     def List(self, request: pb.PlanListRequest, context: grpc.ServicerContext) -> pb.PlanListReply:
-        engine = self.service.get(context)
+        engine = self.engine
         return pb.PlanListReply(status_json=[json.dumps(status_doc(r)) for r in engine.store.list()])
 
     def Decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.PlanAck:
-        engine = self.service.get(context)
+        engine = self.engine
         try:
             record = engine.store.resolve(request.plan_id)
         except UnknownPlanError as exc:
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         engine.decide(record.plan_id, request.model_id, request.accept, request.reason)
         return pb.PlanAck(accepted=True)
-
-
-def _add_plans(server: grpc.Server, node: Any) -> None:
-    pb_grpc.add_PlansServicer_to_server(PlansServicer(PlanService(node)), server)
-
-
-PLANS_SERVICE = ServiceSpec("mergenet.v1.Plans", _add_plans)

@@ -1,7 +1,7 @@
 """The node process: configuration, the gRPC server and the services it serves, start and stop.
 
 - `NodeConfig`, address parsing → config.py
-- `start_server`, `ServiceSpec` (mergenet services + health + reflection) → server.py
+- `NodeServer` (bind first, then services + health + reflection), `ServiceSpec` → server.py
 - the services a node serves → services.py
 - `Node` (binds, builds, starts and stops everything; `node.json`) → daemon.py
 """

@@ -1,15 +1,10 @@
 """Node configuration: one frozen `NodeConfig` built from `node start` flags, plus address parsing.
 
     cfg = NodeConfig(home=Path("~/.mergenet"), listen="127.0.0.1:0", peers=("10.0.0.2:7470",))
-
-Test-only knobs come from the environment (never from flags, so users cannot trip on them):
-`MERGENET_TEST_THROTTLE_S` sleeps that long between transfer chunks, `MERGENET_TEST_TAMPER=1`
-makes this node flip a byte in every chunk it serves.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +12,6 @@ from pathlib import Path
 from node.errors import NodeInputError
 
 DEFAULT_LISTEN = "127.0.0.1:7470"
-THROTTLE_ENV = "MERGENET_TEST_THROTTLE_S"
-TAMPER_ENV = "MERGENET_TEST_TAMPER"
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
@@ -56,8 +49,6 @@ class NodeConfig:
     :param initial_peers: DHT multiaddrs to join directly
     :param advertise: the gRPC address peers should use (default: the listen address, with a
         wildcard host replaced by this machine's primary address)
-    :param transfer_throttle_s: test-only pause between served chunks
-    :param transfer_tamper: test-only: flip a byte in every served chunk
     """
 
     home: Path
@@ -66,8 +57,6 @@ class NodeConfig:
     dht: bool = True
     initial_peers: tuple[str, ...] = ()
     advertise: str = ""
-    transfer_throttle_s: float = 0.0
-    transfer_tamper: bool = False
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen, "--listen")
@@ -90,11 +79,5 @@ class NodeConfig:
     @classmethod
     def from_flags(cls, home: Path, listen: str | None, peers: str | None, dht: bool,
                    initial_peers: str | None, advertise: str | None = None) -> NodeConfig:
-        throttle = os.environ.get(THROTTLE_ENV, "0")
-        try:
-            throttle_s = float(throttle)
-        except ValueError:
-            raise NodeInputError(f"${THROTTLE_ENV}={throttle!r} is not a number of seconds") from None
         return cls(home=home, listen=listen or DEFAULT_LISTEN, peers=split_list(peers), dht=dht,
-                   initial_peers=split_list(initial_peers), advertise=advertise or "", transfer_throttle_s=throttle_s,
-                   transfer_tamper=os.environ.get(TAMPER_ENV) == "1")
+                   initial_peers=split_list(initial_peers), advertise=advertise or "")

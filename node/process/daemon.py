@@ -1,11 +1,12 @@
-"""The contributor node process: DHT peer, gRPC server, announce loop, clean shutdown.
+"""The contributor node process: DHT peer, gRPC server, announce and plan loops, clean shutdown.
 
     node = Node(NodeConfig(home=path, listen="127.0.0.1:0"))
-    node.start()            # DHT first (hivemind forks), then gRPC; writes home/node.json
+    node.start()            # DHT first (hivemind forks), bind, build with the real address, serve
     node.run_until_signal() # SIGINT/SIGTERM → stop(): announce leaving, stop gRPC, reap the DHT
 
-`home/node.json` ({"pid", "addr", "dht_maddrs"}) lets client commands find the local node;
-it is removed on a clean stop and ignored when its pid is gone.
+`start` and `stop` own every thread and process the node runs: the DHT child, the gRPC server,
+the announce loop and the plan ticker. `home/node.json` ({"pid", "addr", "dht_maddrs"}) lets
+client commands find the local node; it is removed on a clean stop and ignored when its pid is gone.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +25,18 @@ from node.network.dht_records import ANNOUNCE_PERIOD_S
 from node.network.peers import PeerTable
 from node.network.view import Network, say_goodbye
 from node.process.config import NodeConfig, parse_hostport
-from node.process.server import ServiceSpec, start_server
+from node.process.server import NodeServer, ServiceSpec
 from registry.services.hooks import PeerRef
 from registry.services.local_view import LocalView
+from registry.version import MERGENET_VERSION
 
 log = logging.getLogger(__name__)
 
 NODE_FILE = "node.json"
 LOG_FILE = "node.log"
 STOP_GRACE_S = 2.0
-ANNOUNCER_JOIN_S = 5.0
-VERSION = "mergenet/0.1.0"
+THREAD_JOIN_S = 5.0
+VERSION = f"mergenet/{MERGENET_VERSION}"
 
 
 def read_node_file(home: Path) -> dict[str, Any] | None:
@@ -48,30 +50,28 @@ def read_node_file(home: Path) -> dict[str, Any] | None:
 
 
 class Node:
-    def __init__(self, config: NodeConfig) -> None:
+    """:param services: the gRPC services to serve (default `DEFAULT_SERVICES`; test launchers
+    pass others, e.g. a Transfer servicer that tampers with what it sends)."""
+
+    def __init__(self, config: NodeConfig, services: Sequence[ServiceSpec] | None = None) -> None:
         from node.process.services import DEFAULT_SERVICES
         from registry.home import Home
 
         self.config = config
         self.home = Home(config.home).ensure()
-        self._services: list[ServiceSpec] = list(DEFAULT_SERVICES)
-        self._stopped = threading.Event()
-        self._server: Any = None
-        self._health: Any = None
-        self._announcer: threading.Thread | None = None
+        self._services = tuple(services if services is not None else DEFAULT_SERVICES)
+        self._stop = threading.Event()
+        self._server: NodeServer | None = None
+        self._threads: list[threading.Thread] = []
         self._log_handler: logging.Handler | None = None
         self.discovery: Any = None  # node.network.discovery.Discovery when the DHT is on
         self.addr = ""
         self.view: LocalView
         self.network: Network
-
-    def add_service(self, spec: ServiceSpec) -> None:
-        """Serve one more gRPC service (call before `start`)."""
-        if self._server is not None:
-            raise NodeError(f"cannot add service {spec.name} to a running node")
-        self._services.append(spec)
+        self.plans: Any  # node.plans.service.PlanService
 
     def start(self) -> None:
+        from node.plans.service import PlanService
         from registry.identity import Identity
 
         self._log_to_file()
@@ -84,21 +84,29 @@ class Node:
 
             self.discovery = Discovery.start(host=host, initial_peers=self._dht_bootstrap())
         try:
-            peers = PeerTable()
-            self.network = Network(PeerRef("", identity.key_id, VERSION), self.view, peers, self.discovery)
-            self._server, self._health, port = start_server(self.config.listen, self._services, self)
+            self._server = NodeServer.bind(self.config.listen)
+            self.addr = self.config.advertised_addr(self._server.port)
+            peers = PeerTable(self_addr=self.addr)
+            for peer in self.config.peers:
+                peers.add(peer, source="flag")
+            self.network = Network(PeerRef(self.addr, identity.key_id, VERSION), self.view, peers, self.discovery)
+            self.plans = PlanService(self.home.root, identity, self.network, self.addr)
+            self._server.add(self._services, self)
+            self._server.start()
         except BaseException:
+            self._server = None
             self._stop_discovery()
+            self._detach_log()
             raise
-        self.addr = self.config.advertised_addr(port)
-        peers.self_addr = self.addr
-        self.network.self_ref = PeerRef(self.addr, identity.key_id, VERSION)
-        for peer in self.config.peers:
-            peers.add(peer, source="flag")
+        self._spawn("announce", self._announce_loop)
+        self._spawn("plans", lambda: self.plans.run(self._stop))
         self._write_node_file()
-        self._announcer = threading.Thread(target=self._announce_loop, name="announce", daemon=True)
-        self._announcer.start()
         log.info("node %s listening on %s (DHT %s)", identity.key_id[:16], self.addr, self.dht_maddrs or "off")
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     @property
     def dht_maddrs(self) -> list[str]:
@@ -117,10 +125,10 @@ class Node:
         return maddrs
 
     def _announce_loop(self) -> None:
-        while not self._stopped.is_set():
+        while not self._stop.is_set():
             try:
                 self.network.announce_once()
-            except Exception:  # one bad round must not end announcing
+            except Exception:  # one bad round must not end announcing; the traceback goes to the log
                 log.exception("announce round failed")
             self.network.announce_now.wait(ANNOUNCE_PERIOD_S)
             self.network.announce_now.clear()
@@ -144,29 +152,31 @@ class Node:
 
     def run_until_signal(self, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
         for sig in signals:
-            signal.signal(sig, lambda *_: self._stopped.set())
-        while not self._stopped.wait(0.5):
+            signal.signal(sig, lambda *_: self._stop.set())
+        while not self._stop.wait(0.5):
             pass
         self.stop()
 
     def stop(self) -> None:
-        """Announce leaving, stop serving, reap the DHT child; safe to call twice."""
+        """Announce leaving, stop serving, end the loops, reap the DHT child; safe to call twice."""
         if self._server is None:
             return
-        self._stopped.set()
+        self._stop.set()
         self.network.announce_now.set()
-        if self._announcer is not None:  # let a running announce round finish before the DHT goes
-            self._announcer.join(ANNOUNCER_JOIN_S)
-        if self._health is not None:
-            self._health.enter_graceful_shutdown()
+        for thread in self._threads:  # a running announce round finishes before the DHT goes
+            thread.join(THREAD_JOIN_S)
+        self._threads.clear()
         if self.discovery is not None:
             self.discovery.leave(self.view.ids())
         say_goodbye(self.network.self_ref, self.network.peers)
-        self._server.stop(STOP_GRACE_S).wait()
+        self._server.stop(STOP_GRACE_S)
         self._server = None
         self._stop_discovery()
         (self.home.root / NODE_FILE).unlink(missing_ok=True)
         log.info("node %s stopped", self.addr)
+        self._detach_log()
+
+    def _detach_log(self) -> None:
         if self._log_handler is not None:
             logging.getLogger().removeHandler(self._log_handler)
             self._log_handler.close()

@@ -1,7 +1,7 @@
-"""The gRPC services a node serves, as `ServiceSpec`s for `node.process.server.start_server`.
+"""The gRPC services a node serves, as `ServiceSpec`s for `node.process.server.NodeServer`.
 
-The plans engineer adds the Plans service by appending one `ServiceSpec` to DEFAULT_SERVICES
-(or by calling `Node.add_service(spec)` before `Node.start()`).
+Each `add` builds its servicer from parts the `Node` made before serving (view, network, plans),
+so every servicer knows the node's real address from the start.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from node.plans.service import PLANS_SERVICE
+from node.plans.service import PlansServicer
 from node.process.server import ServiceSpec
 from protos import mergenet_pb2_grpc as pb_grpc
 from registry.services.registry_service import RegistryServicer
@@ -22,13 +22,14 @@ def _add_registry(server: grpc.Server, node: Any) -> None:
 
 
 def _add_transfer(server: grpc.Server, node: Any) -> None:
-    cfg = node.config
-    servicer = TransferServicer(node.view.blob_path, throttle_s=cfg.transfer_throttle_s, tamper=cfg.transfer_tamper)
-    pb_grpc.add_TransferServicer_to_server(servicer, server)
+    pb_grpc.add_TransferServicer_to_server(TransferServicer(node.view.blob_path), server)
 
 
-DEFAULT_SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("mergenet.v1.Registry", _add_registry),
-    ServiceSpec("mergenet.v1.Transfer", _add_transfer),
-    PLANS_SERVICE,
-)
+def _add_plans(server: grpc.Server, node: Any) -> None:
+    pb_grpc.add_PlansServicer_to_server(PlansServicer(node.plans, node.network.peers), server)
+
+
+REGISTRY_SERVICE = ServiceSpec("mergenet.v1.Registry", _add_registry)
+TRANSFER_SERVICE = ServiceSpec("mergenet.v1.Transfer", _add_transfer)
+PLANS_SERVICE = ServiceSpec("mergenet.v1.Plans", _add_plans)
+DEFAULT_SERVICES: tuple[ServiceSpec, ...] = (REGISTRY_SERVICE, TRANSFER_SERVICE, PLANS_SERVICE)

@@ -1,7 +1,7 @@
 """Blob fetching: stream content-addressed blobs from holders into the store, resumably.
 
     fetcher = BlobFetcher(store, holders=["127.0.0.1:7471", ...], peers=table, progress=cb)
-    fetcher.fetch_all({digest_hex: size_hint, ...})   # PeerError / VerificationError on failure
+    fetcher.fetch_all({digest_hex: size_hint, ...}, signed_sizes={digest_hex: size, ...})
 
 Each blob streams into the store's kept `.incomplete` file from its current size, so a pull
 interrupted by a dead holder or a killed puller resumes where it stopped. Only the holder of
@@ -12,15 +12,15 @@ next one resumes the partial file; a holder whose bytes do not hash to the signe
 marked bad and the partial discarded. Several blobs stream at once, so hashing one blob
 overlaps with receiving the next.
 
-Advertised sizes are unsigned, so they are progress hints only: a stream longer than the ad
-says blames nobody (the sha256 at the end decides). What bounds a stream is an absolute
-per-blob cap (MAX_BLOB_BYTES, env MERGENET_MAX_BLOB_BYTES), the streaming holder's own
-`total_size` claim, and free disk space: a stream past every size anyone stated stops at
-MIN_FREE_BYTES free (env MERGENET_MIN_FREE_BYTES), one within a stated size may use half that
-reserve (so a flood is always cut before it can starve an honest stream running beside it).
-A holder that streams past the cap, its own claim, or the reserve has its partial file deleted
-and is marked bad; a blob that genuinely does not fit stops the pull with DiskSpaceError
-(partial kept to resume).
+A stream is held to the blob's size signed in the manifest: a holder that sends one byte more
+is lying and is cut off. Advertised sizes are unsigned, so they are progress hints only. For a
+manifest that signs no sizes (an older one), what bounds a stream is an absolute per-blob cap
+(MAX_BLOB_BYTES, env MERGENET_MAX_BLOB_BYTES), the streaming holder's own `total_size` claim,
+and free disk space: a stream past every size anyone stated stops at MIN_FREE_BYTES free (env
+MERGENET_MIN_FREE_BYTES), one within a stated size may use half that reserve (so a flood is
+always cut before it can starve an honest stream running beside it). A holder that streams past
+the cap, its own claim, or the reserve has its partial file deleted and is marked bad; a blob
+that genuinely does not fit stops the pull with DiskSpaceError (partial kept to resume).
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@
 2. Stream every file the signed statement lists into the store's kept `.incomplete` file,
    resuming from its size (also after the puller restarts). A holder that dies is left for the
    next one; a holder whose bytes do not hash to the signed digest is marked bad and the
-   partial file discarded (commit refuses it). The ad's file sizes are unsigned: they only
-   drive progress (`node.transfer.fetch` bounds each stream by a hard cap and the free disk space).
+   partial file discarded (commit refuses it). Each stream is held to the file's size signed in
+   the manifest; the ad's own sizes are unsigned and only drive progress.
 3. Register the blobs in the local registry (which re-verifies signature and digests), so this
    node holds and advertises the model; then copy them into a hidden staging folder next to
    `out_dir` and rename it into place, so the folder is visible only when complete.

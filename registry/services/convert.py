@@ -32,11 +32,6 @@ def summary_to_pb(s: ModelSummary) -> pb.ModelEntry:
                          local=s.local, holders=list(s.holders), size=s.size)
 
 
-def summary_from_pb(msg: pb.ModelEntry) -> ModelSummary:
-    return ModelSummary(model_id=msg.model_id, name=msg.name, kind=msg.kind, publisher_key_id=msg.publisher_key_id,
-                        size=int(msg.size), local=msg.local, holders=tuple(msg.holders))
-
-
 def state_to_pb(state: NetworkState, model_ids: list[str]) -> pb.NetworkInfo:
     cap = state.capacity
     return pb.NetworkInfo(

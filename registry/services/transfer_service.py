@@ -10,7 +10,6 @@ by asking again from the size of its partial file.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,15 +27,10 @@ CHUNK_SIZE = 1 << 20
 
 
 class TransferServicer(pb_grpc.TransferServicer):
-    """:param blob_path: digest hex → path of the stored blob, None when not held
-    :param throttle_s: test-only pause after each chunk (to interrupt pulls deterministically)
-    :param tamper: test-only: flip one byte per chunk, to exercise the pullers' checks
-    """
+    """:param blob_path: digest hex → path of the stored blob, None when not held"""
 
-    def __init__(self, blob_path: Callable[[str], Path | None], throttle_s: float = 0.0, tamper: bool = False) -> None:
+    def __init__(self, blob_path: Callable[[str], Path | None]) -> None:
         self._blob_path = blob_path
-        self._throttle_s = throttle_s
-        self._tamper = tamper
 
     def Fetch(self, request: pb.FetchRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:
         digest = digest_hex(request.digest)
@@ -55,11 +49,7 @@ class TransferServicer(pb_grpc.TransferServicer):
                 data = f.read(CHUNK_SIZE)
                 if not data:
                     break
-                if self._tamper:
-                    data = bytes([data[0] ^ 0xFF]) + data[1:]
                 yield pb.Chunk(offset=offset, data=data, total_size=size)
                 offset += len(data)
-                if self._throttle_s:
-                    time.sleep(self._throttle_s)
         if size == 0:
             yield pb.Chunk(offset=0, data=b"", total_size=0)

@@ -75,8 +75,8 @@ class Swarm:
         (home / "node.json").unlink(missing_ok=True)
         log = open(home / "stderr.log", "w")  # noqa: SIM115 - the node owns it for its lifetime
         proc = subprocess.Popen(
-            [sys.executable, "-m", "node.cli.main", "node", "start", "--home", str(home), "--listen", "127.0.0.1:0",
-             *flags],
+            [sys.executable, "-m", "tests.node.launch", "node", "start", "--home", str(home), "--listen",
+             "127.0.0.1:0", *flags],
             cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=log,
             start_new_session=True,
         )
