@@ -476,6 +476,16 @@ class PlansStub:
                 request_serializer=mergenet__pb2.PlanStatement.SerializeToString,
                 response_deserializer=mergenet__pb2.PlanAck.FromString,
                 _registered_method=True)
+        self.Heartbeat = channel.unary_unary(
+                '/mergenet.v1.Plans/Heartbeat',
+                request_serializer=mergenet__pb2.PlanStatement.SerializeToString,
+                response_deserializer=mergenet__pb2.PlanAck.FromString,
+                _registered_method=True)
+        self.Prove = channel.unary_unary(
+                '/mergenet.v1.Plans/Prove',
+                request_serializer=mergenet__pb2.ProveRequest.SerializeToString,
+                response_deserializer=mergenet__pb2.ProveReply.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/mergenet.v1.Plans/Status',
                 request_serializer=mergenet__pb2.PlanStatusRequest.SerializeToString,
@@ -540,6 +550,19 @@ class PlansServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Heartbeat(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Prove(self, request, context):
+        """Proves that the node at this address holds its key: it signs the caller's fresh nonce.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Status(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -595,6 +618,16 @@ def add_PlansServicer_to_server(servicer, server):
                     servicer.Attest,
                     request_deserializer=mergenet__pb2.PlanStatement.FromString,
                     response_serializer=mergenet__pb2.PlanAck.SerializeToString,
+            ),
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=mergenet__pb2.PlanStatement.FromString,
+                    response_serializer=mergenet__pb2.PlanAck.SerializeToString,
+            ),
+            'Prove': grpc.unary_unary_rpc_method_handler(
+                    servicer.Prove,
+                    request_deserializer=mergenet__pb2.ProveRequest.FromString,
+                    response_serializer=mergenet__pb2.ProveReply.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -801,6 +834,60 @@ class Plans:
             '/mergenet.v1.Plans/Attest',
             mergenet__pb2.PlanStatement.SerializeToString,
             mergenet__pb2.PlanAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mergenet.v1.Plans/Heartbeat',
+            mergenet__pb2.PlanStatement.SerializeToString,
+            mergenet__pb2.PlanAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Prove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mergenet.v1.Plans/Prove',
+            mergenet__pb2.ProveRequest.SerializeToString,
+            mergenet__pb2.ProveReply.FromString,
             options,
             channel_credentials,
             insecure,

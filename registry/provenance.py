@@ -14,7 +14,7 @@ a fusion the sha256 of its data. Verifiers compare these fields with the plan th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from registry.errors import BadIdError, BadModelError
@@ -53,7 +53,9 @@ class Provenance:
     executor: str | None = None
     data_sha256: str | None = None
     train_examples: int | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    # Whose consent a plan on this model needs (its policy is `consent` when set): the original
+    # publishers of its `consent` inputs, so consent cannot be laundered through a merge.
+    consent_keys: tuple[str, ...] = ()
 
     @property
     def input_ids(self) -> list[str]:
@@ -73,6 +75,8 @@ class Provenance:
         optional = {"plan_id": self.plan_id, "executor": self.executor, "data_sha256": self.data_sha256,
                     "train_examples": self.train_examples}
         doc.update({k: v for k, v in optional.items() if v is not None})
+        if self.consent_keys:
+            doc["consent_keys"] = list(self.consent_keys)
         return doc
 
     @classmethod
@@ -92,6 +96,7 @@ class Provenance:
                 plan_id=PlanId.parse(plan_id) if plan_id is not None else None,
                 executor=_opt_str(doc, "executor"), data_sha256=_opt_str(doc, "data_sha256"),
                 train_examples=doc.get("train_examples") if isinstance(doc.get("train_examples"), int) else None,
+                consent_keys=_keys(doc.get("consent_keys", [])),
             )
         except BadIdError as exc:
             raise BadModelError(f"provenance: {exc}") from None
@@ -103,6 +108,12 @@ def _input(doc: Any) -> InputRef:
     mid = doc.get("id")
     return InputRef(doc["role"], doc["ref"], ModelId.parse(mid) if mid is not None else None,
                     _opt_str(doc, "digests"))
+
+
+def _keys(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(k, str) and k for k in value):
+        raise BadModelError("provenance.consent_keys must be a list of key ids")
+    return tuple(value)
 
 
 def _str(doc: Mapping[str, Any], key: str) -> str:

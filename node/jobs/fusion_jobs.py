@@ -24,7 +24,7 @@ from node.jobs.context import JobContext
 from node.jobs.merge_jobs import plan_inputs
 from node.jobs.results import fetch_signed_result
 from node.ops.producing import Submission, fuse_and_submit
-from node.plans import fusion
+from node.plans import fusion, rules
 from node.plans.model import Attestation, Plan, Result
 from registry.ids import PlanId
 
@@ -53,9 +53,10 @@ def execute_fusion(plan: Plan, ctx: JobContext, progress: Callable[[int, int], N
     out = work / f"merged-{plan.digest_hex[:12]}"
     shutil.rmtree(out, ignore_errors=True)  # left by a run interrupted before submit; steps are reused
     target = next(i.model_id for i in plan.inputs if i.role == "target")
-    submission = Submission(base=target, license=plan.license, policy="open", name=f"fused-{plan.digest_hex[:12]}",
+    submission = Submission(base=target, license=plan.license, policy=rules.output_policy(plan),
+                            name=f"fused-{plan.digest_hex[:12]}",
                             tags=("mergenet-plan", "fusion"), plan_id=PlanId.parse(plan.plan_id),
-                            executor=ctx.key_id)
+                            executor=ctx.key_id, consent_keys=rules.output_consent_keys(plan))
     registry = LocalRegistry(ctx.home)
     try:
         made = fuse_and_submit(recipe, out, plan_inputs(ctx, work), registry=registry, submit=submission,

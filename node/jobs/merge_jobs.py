@@ -46,8 +46,10 @@ def execute_merge(plan: Plan, ctx: JobContext, progress: Callable[[int, int], No
     work = ctx.work_dir(plan.plan_id, "execute")
     recipe = load_recipe(dict(plan.recipe))
     base = next((i.model_id for i in plan.inputs if i.role == "base"), None)
-    submission = Submission(base=base, license=plan.license, policy="open", name=f"merged-{plan.digest_hex[:12]}",
-                            tags=("mergenet-plan",), plan_id=PlanId.parse(plan.plan_id), executor=ctx.key_id)
+    submission = Submission(base=base, license=plan.license, policy=rules.output_policy(plan),
+                            name=f"merged-{plan.digest_hex[:12]}",
+                            tags=("mergenet-plan",), plan_id=PlanId.parse(plan.plan_id), executor=ctx.key_id,
+                            consent_keys=rules.output_consent_keys(plan))
     registry = LocalRegistry(ctx.home)
     try:
         made = merge_and_submit(recipe, work / f"merged-{plan.digest_hex[:12]}", plan_inputs(ctx, work),

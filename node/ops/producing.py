@@ -35,6 +35,7 @@ class Submission:
     tags: tuple[str, ...] = ()
     plan_id: PlanId | None = None
     executor: str | None = None
+    consent_keys: tuple[str, ...] = ()  # with policy `consent`: whose consent a derivative needs
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ def merge_and_submit(recipe: Any, out: Path, resolver: InputResolver, *, registr
         inputs[:] = named()
     extra = submit or Submission()
     provenance = Provenance(method=recipe.merge_method, recipe=recipe.to_dict(), inputs=tuple(inputs),
-                            device=result.device, plan_id=extra.plan_id, executor=extra.executor)
+                            device=result.device, plan_id=extra.plan_id, executor=extra.executor,
+                            consent_keys=extra.consent_keys)
     record = _register(registry, result.out_dir, provenance, submit) if submit is not None else None
     return Produced(result, provenance, record)
 
@@ -102,6 +104,7 @@ def fuse_and_submit(recipe: Any, out: Path, resolver: InputResolver, *, registry
     extra = submit or Submission()
     provenance = Provenance(method=FUSION, recipe=dict(recorded_recipe or recipe.to_dict()), inputs=named(),
                             device=result.device, plan_id=extra.plan_id, executor=extra.executor,
-                            data_sha256=recorded_data_sha256 or result.data_sha256, train_examples=result.examples)
+                            data_sha256=recorded_data_sha256 or result.data_sha256, train_examples=result.examples,
+                            consent_keys=extra.consent_keys)
     record = _register(registry, result.out_dir, provenance, submit) if submit is not None else None
     return Produced(result, provenance, record)

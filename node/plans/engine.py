@@ -4,37 +4,46 @@ statements, so all nodes reach the same state for a plan.
     engine = PlanEngine(store, identity, EngineConfig(address), transport, resolver, jobs)
     record = engine.propose(recipe, inputs)          # local client (gRPC Propose)
     engine.receive("bid", bundle, sender="host:port")  # from a peer (gRPC Offer/Consent/Bid/...)
-    engine.tick()                                    # periodic: proposer commits, expiry
+    engine.tick()                                    # periodic: commits, heartbeats, expiry, GC
 
 Statements flood through the network (each node forwards what is new to it, dedup by bundle
-digest). Who may say what: the plan is signed by its proposer; a consent by the publisher the
-plan names for that model; a commit by the proposer; a result by the committed executor; an
-attestation by a committed verifier. Anything else is dropped and logged.
+digest). Who may say what: the plan is signed by its proposer; a consent by a consenter the
+input's signed manifest names (and the plan asks); a commit by the proposer, carrying the bids
+and the revealed secret every node re-derives its choice from; heartbeats and the result by the
+committed executor; an attestation by a committed verifier. Anything else is dropped and
+logged. Everything a peer can make a node hold is bounded: plans per key, bids per plan,
+statements parked for plans not seen yet (per plan, expiring, never forwarded), statements per
+sender per second.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from node.plans import rules
-from node.plans.errors import ForgedStatementError, PlanError, PlanInputError
+from node.plans import fusion, rules
+from node.plans.errors import ForgedStatementError, PlanError, PlanInputError, PolicyError
 from node.plans.model import (
+    FUSION,
     Attestation,
     Bid,
     Commit,
     Consent,
+    Heartbeat,
     Plan,
     PlanInput,
     Requirements,
     Result,
     VerificationPolicy,
+    beacon_for,
+    kind_of,
 )
-from node.plans.ports import EngineConfig, ExecutorWatch, Jobs, Resolver, Transport
+from node.plans.ports import REPLACEMENT_SLACK, EngineConfig, Jobs, Resolver, Transport
+from node.plans.rate import RateLimiter
 from node.plans.signing import bundle_digest, sign, verify
 from node.plans.state import (
     BIDDING,
@@ -54,8 +63,15 @@ from node.plans.state import (
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING = 256  # statements held for plans not seen yet (gossip may reorder)
 MAX_SEEN = 100_000  # digests remembered for dedup; the oldest are forgotten first
+# Statements that arrive before the plan they build on (gossip may reorder) wait this long, at
+# most this many per plan and in all; they are never forwarded until their plan is known.
+PENDING_TTL_S = 120.0
+MAX_PENDING_PER_PLAN = 64
+MAX_PENDING = 1024
+MAX_ACTIVE_PLANS_PER_KEY = 16  # unfinished plans one proposer key may have on a node
+MAX_BIDS_PER_PLAN = 64  # one per key; later bids are ignored
+PROOF_ATTEMPTS = 3  # the proposer drops a bidder whose address fails the key challenge, and re-picks
 
 
 class PlanEngine:
@@ -66,42 +82,67 @@ class PlanEngine:
         self.me: str = identity.key_id
         self._lock = threading.Lock()
         self._seen: dict[str, None] = {}  # insertion-ordered, so the oldest can be dropped
-        self._pending: dict[str, list[tuple[str, Signed]]] = {}
-        self._watch = ExecutorWatch(config)
+        self._pending: dict[str, list[tuple[float, str, Signed]]] = {}
+        self._limits = RateLimiter()
+        self._beats: dict[str, float] = {}  # plan id → when this node last sent its heartbeat
 
     # ---- local entry points ------------------------------------------------------------------
 
     def propose(self, recipe: Mapping[str, Any], inputs: list[PlanInput],
                 verification: VerificationPolicy | None = None, requirements: Requirements | None = None,
-                ttl_s: int = 3600) -> PlanRecord:
-        """Check policies (PolicyError on a `closed` input), sign the plan and send it out."""
+                ttl_s: int = 3600, deadline_s: int = 0, verifier_keys: tuple[str, ...] = ()) -> PlanRecord:
+        """Check references and policies (PolicyError on a `closed` input), sign the plan, send it."""
         verification = verification or VerificationPolicy()
         requirements = requirements or Requirements()
         infos = [self.resolver.input_info(i.model_id) for i in inputs]
-        needed = rules.check_policies(infos)
+        secret = secrets.token_hex(32)
+        is_fusion = kind_of(recipe) == FUSION
+        if not deadline_s:
+            examples = fusion.data_bytes(recipe).count(b"\n") if is_fusion else 0
+            deadline_s = rules.default_deadline(is_fusion, sum(i.size_bytes for i in infos), examples,
+                                                int(recipe.get("epochs", 1)) if is_fusion else 1)
         plan = Plan.new(proposer=self.me, proposer_address=self.config.address, inputs=inputs, recipe=recipe,
                         license=rules.propagate_license(i.license for i in infos),
-                        consents_needed={i.model_id: i.publisher for i in infos if i.model_id in needed},
-                        requirements=requirements, verification=verification, ttl_s=ttl_s)
-        self._emit(plan)
+                        consents_needed=rules.check_policies(infos), requirements=requirements,
+                        verification=verification, ttl_s=ttl_s, beacon=beacon_for(secret), deadline_s=deadline_s,
+                        verifier_keys=verifier_keys)
+        rules.check_references(plan)
+        bundle = sign(self.identity, plan)
+        with self._lock:
+            self._remember(bundle_digest(bundle))
+        if not self._on_plan(Signed(self.me, plan, bundle), secret=secret, answer=False):
+            raise PlanError(f"plan {plan.plan_id} was not stored (this node holds too many plans)")
+        self.transport.broadcast("plan", bundle)
+        self._answer_plan(plan)
         record = self.store.get(plan.plan_id)
         if record is None:
             raise PlanError(f"plan {plan.plan_id} was not stored")
         return record
 
     def decide(self, plan_id: str, model_id: str, accept: bool, reason: str = "") -> None:
-        """Send this node's consent (manual policy) for one of its models."""
-        self._emit(Consent(plan_id, model_id, accept, reason))
+        """Send this node's consent (manual policy) for a model it is a consenter of."""
+        record = self.store.resolve(plan_id)
+        if self.me not in record.plan.consents_needed.get(model_id, ()):
+            raise PlanInputError(f"plan {record.plan_id} does not ask this node's consent for {model_id}; "
+                                 "a node consents only for models it published")
+        self._emit(Consent(record.plan_id, model_id, accept, reason))
 
     def tick(self, now: float | None = None) -> None:
-        """Expire stale plans; as proposer, commit once consents and bids are in."""
-        now = time.time() if now is None else now
+        """Expire stale plans and forget old ones; as proposer, commit once consents and bids are
+        in and replace a silent executor; as executor, send heartbeats."""
+        now = self.config.clock() if now is None else now
+        for pid in self.store.collect(now):
+            log.info("plan %s: forgotten (finished long ago)", pid)
+        self._drop_stale_pending(now)
         for record in self.store.list():
             if record.final:
                 continue
             if rules.is_expired(record.plan, now):
                 self.store.update(record.plan_id, lambda r: try_advance(r, EXPIRED, "the plan's expiry passed"))
                 continue
+            if record.state == EXECUTING and record.commit is not None and record.result is None \
+                    and record.commit.body.executor.key_id == self.me:
+                self._heartbeat(record, now)
             if record.plan.proposer != self.me:
                 continue
             if record.state == BIDDING and record.commit is None:
@@ -124,6 +165,9 @@ class PlanEngine:
 
     def receive(self, kind: str, bundle: Mapping[str, Any], sender: str | None = None) -> bool:
         """Handle a statement from a peer: verify, apply, forward. False when dropped or known."""
+        if not self._limits.allow(f"peer:{sender or '?'}"):
+            log.info("dropped a %s from %s: over its rate limit", kind, sender or "?")
+            return False
         digest = bundle_digest(bundle)
         with self._lock:
             if digest in self._seen:
@@ -133,6 +177,9 @@ class PlanEngine:
             signed = verify(bundle, kind)
         except (ForgedStatementError, PlanInputError) as exc:
             log.warning("dropped a %s statement from %s: %s", kind, sender or "?", exc)
+            return False
+        if not self._limits.allow(f"key:{signed.signer}"):
+            log.info("dropped a %s signed by %s…: over its rate limit", kind, signed.signer[:12])
             return False
         if not self._apply(kind, signed):
             return False
@@ -154,20 +201,36 @@ class PlanEngine:
 
     def _apply(self, kind: str, signed: Signed) -> bool:
         """Apply a verified statement. One that arrives before what it builds on (gossip may
-        reorder: a result before its commit) is parked and replayed when the plan moves on."""
+        reorder: a result before its commit) is parked, not forwarded, and replayed when the
+        plan moves on; parked statements expire."""
         outcome = self._dispatch(kind, signed)
         plan_id = signed.body.plan_id
         if outcome is None:
             with self._lock:
-                if sum(map(len, self._pending.values())) < MAX_PENDING:
-                    self._pending.setdefault(plan_id, []).append((kind, signed))
-            return True
+                parked = self._pending.setdefault(plan_id, [])
+                if len(parked) < MAX_PENDING_PER_PLAN and sum(map(len, self._pending.values())) < MAX_PENDING:
+                    parked.append((self.config.clock(), kind, signed))
+            return False
         if outcome:
             with self._lock:
                 parked = self._pending.pop(plan_id, [])
-            for item in parked:
-                self._apply(*item)
+            for _, k, s in parked:
+                if self._apply(k, s):
+                    self.transport.broadcast(k, s.bundle)
         return outcome
+
+    def _drop_stale_pending(self, now: float) -> None:
+        with self._lock:
+            for plan_id in list(self._pending):
+                kept = [p for p in self._pending[plan_id] if now - p[0] < PENDING_TTL_S]
+                if kept:
+                    self._pending[plan_id] = kept
+                else:
+                    del self._pending[plan_id]
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return sum(map(len, self._pending.values()))
 
     def _dispatch(self, kind: str, signed: Signed) -> bool | None:
         if kind == "plan":
@@ -175,32 +238,43 @@ class PlanEngine:
         if self.store.get(signed.body.plan_id) is None:
             return None
         handler = {"consent": self._on_consent, "bid": self._on_bid, "commit": self._on_commit,
-                   "result": self._on_result, "attestation": self._on_attestation}[kind]
+                   "heartbeat": self._on_heartbeat, "result": self._on_result,
+                   "attestation": self._on_attestation}[kind]
         return handler(signed)
 
     def _drop(self, kind: str, signed: Signed, why: str) -> bool:
         log.warning("dropped %s by %s…: %s", kind, signed.signer[:12], why)
         return False
 
-    def _on_plan(self, signed: Signed) -> bool:
+    def _on_plan(self, signed: Signed, secret: str = "", answer: bool = True) -> bool:
         plan: Plan = signed.body
         if signed.signer != plan.proposer:
             return self._drop("plan", signed, f"signed by {signed.signer[:12]}…, not its proposer")
-        if rules.is_expired(plan, time.time()):
+        if rules.is_expired(plan, self.config.clock()):
             return self._drop("plan", signed, "already expired")
-        record = PlanRecord.new(plan, signed.bundle)
+        try:
+            rules.check_references(plan)
+            rules.check_plan_policies(plan, [i for i in map(self.resolver.local_info, plan.model_ids()) if i])
+        except (PlanInputError, PolicyError) as exc:
+            return self._drop("plan", signed, str(exc))
+        if self.store.active_by(plan.proposer) >= MAX_ACTIVE_PLANS_PER_KEY:
+            return self._drop("plan", signed, f"its proposer already has {MAX_ACTIVE_PLANS_PER_KEY} unfinished plans")
+        record = replace(PlanRecord.new(plan, signed.bundle), secret=secret)
         record = try_advance(record, CONSENTING if plan.consents_needed else BIDDING,
                              "waiting for publishers' consent" if plan.consents_needed else "no consent needed")
         if not self.store.add(record):
             return False
-        self._answer_plan(plan)
+        if answer:
+            self._answer_plan(plan)
         return True
 
     def _answer_plan(self, plan: Plan) -> None:
-        """Consent for our own models, and bid to execute."""
+        """Consent for the models this node is a consenter of, and bid to execute."""
         for model_id in plan.model_ids():
             info = self.resolver.local_info(model_id)
-            if info is not None and info.publisher == self.me:
+            if info is None and self.me in plan.consents_needed.get(model_id, ()):
+                info = self._remote_info(model_id)  # a derivative of our model, held elsewhere
+            if info is not None and self.me in info.consenters:
                 answer = rules.consent_answer(plan, info, self.config.consent_policy)
                 if answer is not None:
                     self._emit(answer)
@@ -208,42 +282,55 @@ class PlanEngine:
         if bid is not None:
             self._emit(bid)
 
+    def _remote_info(self, model_id: str) -> rules.InputInfo | None:
+        try:
+            return self.resolver.input_info(model_id)
+        except PlanInputError:
+            return None
+
     def _on_consent(self, signed: Signed) -> bool:
         c: Consent = signed.body
         record = self.store.get(c.plan_id)
-        publisher = record.plan.consents_needed.get(c.model_id) if record else None
+        keys = record.plan.consents_needed.get(c.model_id, ()) if record else ()
         local = self.resolver.local_info(c.model_id)
-        if publisher is None and not c.accept and local is not None and local.publisher == signed.signer:
-            publisher = signed.signer  # a refusal by the real publisher counts even if the plan omitted it
-        if publisher != signed.signer:
-            return self._drop("consent", signed, f"not signed by the publisher of {c.model_id}")
+        if local is not None and signed.signer not in local.consenters:
+            return self._drop("consent", signed, f"its signer is not a consenter of {c.model_id}")
+        refusal_by_owner = not c.accept and local is not None and signed.signer in local.consenters
+        if signed.signer not in keys and not refusal_by_owner:  # a real refusal counts even if the plan omits it
+            return self._drop("consent", signed, f"not signed by a consenter the plan asks for {c.model_id}")
+        slot = rules.consent_slot(c.model_id, signed.signer)
 
         def change(r: PlanRecord) -> PlanRecord:
             if r.commit is not None or r.final:  # once committed, a change of mind comes too late
                 return r
-            r = replace(r, consents={**r.consents, c.model_id: signed})
-            tally = rules.tally_consents(list(r.plan.consents_needed), {k: v.body for k, v in r.consents.items()})
+            r = replace(r, consents={**r.consents, slot: signed})
+            tally = rules.tally_consents(r.plan.consents_needed, {k: v.body for k, v in r.consents.items()})
             if not c.accept:
-                return try_advance(r, REJECTED, f"the publisher of {c.model_id} refused: {c.reason or 'no reason'}")
+                return try_advance(r, REJECTED, f"a consenter of {c.model_id} refused: {c.reason or 'no reason'}")
             if tally.complete:
                 return try_advance(r, BIDDING, "all publishers consented")
             return r
 
-        if self.store.update(c.plan_id, change).consents.get(c.model_id) is not signed:
+        if self.store.update(c.plan_id, change).consents.get(slot) is not signed:
             return False
         self.jobs.consent_received(c.plan_id, c.model_id, signed.bundle, signed.signer)
         return True
 
     def _on_bid(self, signed: Signed) -> bool:
         bid: Bid = signed.body
-        self.store.update(bid.plan_id, lambda r: r if r.commit else replace(r, bids={**r.bids, signed.signer: signed}))
-        return True
+
+        def change(r: PlanRecord) -> PlanRecord:
+            if r.commit is not None or signed.signer in r.bids or len(r.bids) >= MAX_BIDS_PER_PLAN:
+                return r
+            return replace(r, bids={**r.bids, signed.signer: signed})
+
+        return self.store.update(bid.plan_id, change).bids.get(signed.signer) is signed
 
     def _maybe_commit(self, record: PlanRecord, now: float) -> None:
         plan = record.plan
         if now < plan.created + self.config.bid_window_s:
             return
-        commit = rules.make_commit(plan, {k: s.body for k, s in record.bids.items()})
+        commit = self._proven_commit(record, round=0, excluded=())
         if commit is not None:
             self._emit(commit)
         elif now >= plan.created + self.config.bid_deadline_s:
@@ -251,51 +338,117 @@ class PlanEngine:
                    f"its requirements and {plan.verification.verifiers} verifiers")
             self.store.update(plan.plan_id, lambda r: try_advance(r, FAILED, why))
 
+    def _proven_commit(self, record: PlanRecord, round: int, excluded: tuple[str, ...]) -> Commit | None:
+        """The rule's commit over the bids whose address answers for their key (a Sybil that
+        borrowed a live node's address cannot sign for it): a chosen member that fails the
+        challenge is left out and the choice made again."""
+        bids = {key: (s.body, s.bundle) for key, s in record.bids.items()}
+        for _ in range(PROOF_ATTEMPTS):
+            commit = rules.make_commit(record.plan, bids, record.secret, round, excluded)
+            if commit is None:
+                return None
+            failed = [m.key_id for m in (commit.executor, *commit.verifiers)
+                      if m.key_id != self.me and not self.transport.prove(m.address, m.key_id)]
+            if not failed:
+                return commit
+            log.warning("plan %s: %d bidder(s) failed the address challenge", record.plan_id, len(failed))
+            for key in failed:
+                bids.pop(key, None)
+        return None
+
+    def _silent_for(self, record: PlanRecord, now: float) -> float:
+        return now - max(record.committed_at, record.heartbeat_at)
+
+    def _executor_gone(self, record: PlanRecord, now: float, slack: float = 1.0) -> bool:
+        """Whether the committed executor missed its deadline or fell silent (by this node's clock)."""
+        past_deadline = now - record.committed_at > record.plan.deadline_s * slack
+        return past_deadline or self._silent_for(record, now) > self.config.heartbeat_timeout_s * slack
+
     def _maybe_replace_executor(self, record: PlanRecord, now: float) -> None:
-        """Replace a committed executor that stopped answering (the node died) by the next best
-        bidder, with a commit of a higher round; its late result, if any, is then ignored."""
+        """Replace a committed executor that missed its deadline or stopped sending heartbeats by
+        the rule's next choice, with a commit of a higher round; its late result is ignored."""
         current: Commit = record.commit.body  # type: ignore[union-attr]
-        if not self._watch.dead(record, now, self.transport.alive):
+        if not self._executor_gone(record, now):
             return
-        gone = {*record.replaced, current.executor.key_id}
-        bids = {key: s.body for key, s in record.bids.items() if key not in gone}
-        commit = rules.make_commit(record.plan, bids, current.round + 1)
+        excluded = (*current.excluded, current.executor.key_id)
+        commit = self._proven_commit(record, current.round + 1, excluded)
         if commit is not None:
-            log.warning("plan %s: executor %s stopped answering; replacing it", record.plan_id,
+            log.warning("plan %s: executor %s missed its deadline or heartbeats; the plan is re-bid", record.plan_id,
                         current.executor.address)
             self._emit(commit)
         else:
-            why = f"executor at {current.executor.address} stopped answering and no other node can take over"
+            why = f"executor at {current.executor.address} stopped reporting and no other node can take over"
             self.store.update(record.plan_id, lambda r: try_advance(r, FAILED, why))
 
-    def _on_commit(self, signed: Signed) -> bool:
+    def _commit_bids(self, commit: Commit) -> dict[str, Bid] | str:
+        """The commit's bids (bidder key → bid), each verified; or why they are unusable."""
+        bids: dict[str, Bid] = {}
+        for bundle in commit.bids:
+            try:
+                s = verify(bundle, "bid")
+            except (ForgedStatementError, PlanInputError) as exc:
+                return f"it carries a bid that does not verify ({exc})"
+            if s.body.plan_id != commit.plan_id or s.signer in bids:
+                return "it carries a bid for another plan, or two bids by one key"
+            bids[s.signer] = s.body
+        return bids
+
+    def _on_commit(self, signed: Signed) -> bool | None:
         commit: Commit = signed.body
         record = self.store.get(commit.plan_id)
         if record is None or signed.signer != record.plan.proposer:
             return self._drop("commit", signed, "not signed by the plan's proposer")
-        if len(commit.verifiers) < record.plan.verification.verifiers or \
-                commit.executor.key_id in {v.key_id for v in commit.verifiers}:
-            return self._drop("commit", signed, "names too few verifiers, or the executor as its own verifier")
-        why = f"executor {commit.executor.key_id[:12]}… at {commit.executor.address}"
+        bids = self._commit_bids(commit)
+        why = bids if isinstance(bids, str) else rules.commit_mismatch(record.plan, commit, bids)
+        if why is not None:
+            return self._drop("commit", signed, f"it does not follow the plan's rule: {why}")
+        if record.plan.consents_needed and record.state == CONSENTING and not record.final:
+            return None  # consents may still be on their way: park it
+        current = record.commit.body if record.commit else None
+        if current is not None and commit.round > current.round and not \
+                self._executor_gone(record, self.config.clock(), REPLACEMENT_SLACK):
+            return self._drop("commit", signed, "it replaces an executor that is still reporting in time")
+        what = f"executor {commit.executor.key_id[:12]}… at {commit.executor.address}"
 
         def change(r: PlanRecord) -> PlanRecord:
-            # The first commit of a round wins, even if two race in; a higher round replaces an
-            # executor that never reported.
-            current = r.commit.body if r.commit else None
-            if current is not None and (commit.round <= current.round or r.result is not None or r.final):
+            # The first commit of a round wins; a higher round replaces an executor that never reported.
+            cur = r.commit.body if r.commit else None
+            if cur is not None and (commit.round <= cur.round or r.result is not None or r.final):
                 return r
-            now = time.time()
-            r = replace(r, commit=signed, committed_at=now,
-                        replaced=(*r.replaced, current.executor.key_id) if current else r.replaced)
-            if current is None:
-                return try_advance(r, COMMITTED, why)
-            reason = f"round {commit.round}: {why} replaces {current.executor.address}"
+            now = self.config.clock()
+            r = replace(r, commit=signed, committed_at=now, heartbeat_at=0.0,
+                        replaced=(*r.replaced, cur.executor.key_id) if cur else r.replaced)
+            if cur is None:
+                return try_advance(r, COMMITTED, what)
+            reason = f"round {commit.round}: {what} replaces {cur.executor.address}"
             return replace(r, reason=reason, history=(*r.history, (r.state, now, reason)))
 
         if self.store.update(commit.plan_id, change).commit is not signed:
             return False
         if commit.executor.key_id == self.me:
             self.jobs.submit(lambda: self._execute(commit.plan_id))
+        return True
+
+    def _heartbeat(self, record: PlanRecord, now: float) -> None:
+        if now - self._beats.get(record.plan_id, 0.0) < self.config.heartbeat_s:
+            return
+        self._beats[record.plan_id] = now
+        done, total = record.progress
+        self._emit(Heartbeat(record.plan_id, record.commit.body.round, done, total, round(now, 3)))  # type: ignore[union-attr]
+
+    def _on_heartbeat(self, signed: Signed) -> bool | None:
+        beat: Heartbeat = signed.body
+        record = self.store.get(beat.plan_id)
+        if record is not None and record.commit is None and not record.final:
+            return None
+        if record is None or record.commit is None or signed.signer != record.commit.body.executor.key_id \
+                or beat.round != record.commit.body.round:
+            return self._drop("heartbeat", signed, "not signed by the executor of the plan's current round")
+        if record.final or record.result is not None:
+            return False
+        progress = (max(0, beat.done), max(0, beat.total))
+        self.store.update(beat.plan_id, lambda r: replace(r, heartbeat_at=self.config.clock(), progress=progress),
+                          persist=False)
         return True
 
     def _execute(self, plan_id: str) -> None:
@@ -308,11 +461,19 @@ class PlanEngine:
         if record is None or record.final:
             return
         try:
+            self._check_inputs(record.plan)
             result = self.jobs.execute(record, progress)
         except Exception as exc:  # any failure of the merge must reach the other nodes
             log.exception("plan %s: execution failed", plan_id)
             result = Result(plan_id, "", self.config.address, "", 0.0, f"{type(exc).__name__}: {exc}")
         self._emit(result)
+
+    def _check_inputs(self, plan: Plan) -> None:
+        """Before a job touches disk: references again, and every input's policy from its signed
+        manifest (fetched now if need be), so an executor or verifier never works on a plan with
+        a `closed` input or a consent the plan does not ask of the right keys."""
+        rules.check_references(plan)
+        rules.check_plan_policies(plan, [self.resolver.input_info(mid) for mid in plan.model_ids()])
 
     def _on_result(self, signed: Signed) -> bool | None:
         res: Result = signed.body
@@ -321,7 +482,6 @@ class PlanEngine:
             return None
         if record is None or record.commit is None or signed.signer != record.commit.body.executor.key_id:
             return self._drop("result", signed, "not signed by the committed executor")
-        k = record.plan.verification.verifiers
 
         def change(r: PlanRecord) -> PlanRecord:
             if r.result is not None:
@@ -329,8 +489,6 @@ class PlanEngine:
             r = replace(r, result=signed)
             if res.error:
                 return try_advance(r, FAILED, f"the executor failed: {res.error}")
-            if k == 0:
-                return try_advance(r, PUBLISHED, "no verification requested")
             return try_advance(r, VERIFYING, f"merged into {res.model_id}")
 
         record = self.store.update(res.plan_id, change)
@@ -345,6 +503,7 @@ class PlanEngine:
         if record is None or record.result is None:
             return
         try:
+            self._check_inputs(record.plan)
             att = self.jobs.verify(record)
         except Exception as exc:  # an attestation that says why is better than silence
             log.exception("plan %s: verification failed", plan_id)

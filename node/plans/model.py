@@ -1,4 +1,4 @@
-"""The objects of a merge plan: Plan, Consent, Bid, Commit, Result, Attestation.
+"""The objects of a merge plan: Plan, Consent, Bid, Commit, Heartbeat, Result, Attestation.
 
 Each is a frozen dataclass with `to_dict()` / `from_dict()`; `from_dict` is the edge where data
 from peers is validated (it raises `PlanInputError` naming the field). A plan's id is the
@@ -32,6 +32,16 @@ DEFAULT_SPOT_CHECK = 0.1
 # a GPU executor's float32 result differs only by accumulation order, far below this.
 DEFAULT_TOLERANCE = 1e-4
 DEFAULT_TTL_S = 3600
+# A plan lives at most a week: state for it is kept on every node that saw it.
+MAX_TTL_S = 7 * 86400
+# A plan is verified by at least one node other than its executor.
+MIN_VERIFIERS = 1
+MAX_VERIFIERS = 16
+# Bounds on what one plan may name, so a hostile plan cannot make every node hold a large one.
+MAX_INPUTS = 64
+MAX_VERIFIER_KEYS = 256
+MAX_DEADLINE_S = 7 * 86400
+MAX_COMMIT_BIDS = 64  # the bids a commit carries (one per key; the first ones the proposer got)
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -55,6 +65,20 @@ def _check_id(value: str, where: str) -> ModelId:
         return ModelId.parse(value)
     except BadIdError:
         raise PlanInputError(f"{where}: {value!r} is not an id of the form sha256:<64 hex digits>") from None
+
+
+def beacon_for(secret: str) -> str:
+    """What a plan publishes of the proposer's secret (hex): its sha256, revealed in the commit."""
+    return hashlib.sha256(bytes.fromhex(secret)).hexdigest()
+
+
+def _keys(value: Any) -> tuple[str, ...]:
+    """A consent entry: a non-empty list of key ids (a single string is one key), sorted."""
+    keys = [value] if isinstance(value, str) else value
+    if not isinstance(keys, list | tuple) or not keys or not all(isinstance(k, str) and k for k in keys) \
+            or len(keys) > MAX_VERIFIER_KEYS:
+        raise PlanInputError("plan: each consents_needed entry must list the key ids whose consent it needs")
+    return tuple(sorted(set(keys)))
 
 
 def kind_of(recipe: Mapping[str, Any]) -> str:
@@ -102,8 +126,9 @@ class VerificationPolicy:
     tolerance: float = DEFAULT_TOLERANCE
 
     def __post_init__(self) -> None:
-        if self.verifiers < 0:
-            raise PlanInputError(f"verification: verifiers must be 0 or more, got {self.verifiers}")
+        if not MIN_VERIFIERS <= self.verifiers <= MAX_VERIFIERS:
+            raise PlanInputError(f"verification: verifiers must be {MIN_VERIFIERS} to {MAX_VERIFIERS} (a plan is "
+                                 f"checked by at least one other node), got {self.verifiers}")
         if not 0.0 < self.spot_check <= 1.0:
             raise PlanInputError(f"verification: spot_check must be in (0, 1], got {self.spot_check}")
         if self.tolerance < 0:
@@ -125,15 +150,35 @@ class Plan:
     inputs: tuple[PlanInput, ...]
     recipe: Mapping[str, Any] = field(hash=False)
     license: str
-    consents_needed: Mapping[str, str] = field(hash=False)  # model id → publisher key id
+    # model id → the key ids whose consent it needs: its publisher, or for a model merged from
+    # `consent` models the original publishers its signed provenance names
+    consents_needed: Mapping[str, tuple[str, ...]] = field(hash=False)
     requirements: Requirements
     verification: VerificationPolicy
     created: int
     expires: int
     nonce: str
     kind: str = MERGE
+    # sha256 hex of a secret the proposer reveals in its commit: bidders cannot know it when they
+    # bid, and the proposer fixed it before any bid existed, so neither picks who ranks first
+    beacon: str = ""
+    deadline_s: int = 0  # execution must report within this long after a commit, or the plan is re-bid
+    verifier_keys: tuple[str, ...] = ()  # when set, only these keys may verify
 
     def __post_init__(self) -> None:
+        if not 0 < self.expires - self.created <= MAX_TTL_S:
+            raise PlanInputError(f"plan: its lifetime must be between 1 s and {MAX_TTL_S} s "
+                                 f"(got {self.expires - self.created} s)")
+        if not self.inputs or len(self.inputs) > MAX_INPUTS:
+            raise PlanInputError(f"plan: inputs must name 1 to {MAX_INPUTS} models")
+        if not 0 < self.deadline_s <= MAX_DEADLINE_S:
+            raise PlanInputError(f"plan: deadline_s must be between 1 and {MAX_DEADLINE_S}, got {self.deadline_s}")
+        if len(self.beacon) != 64 or any(c not in "0123456789abcdef" for c in self.beacon):
+            raise PlanInputError("plan: beacon must be 64 lower-case hex digits (sha256 of the proposer's secret)")
+        if len(self.verifier_keys) > MAX_VERIFIER_KEYS:
+            raise PlanInputError(f"plan: at most {MAX_VERIFIER_KEYS} verifier keys")
+        if self.verifier_keys and len(self.verifier_keys) < self.verification.verifiers:
+            raise PlanInputError("plan: fewer accepted verifier keys than verifiers needed")
         if self.kind not in KINDS:
             raise PlanInputError(f"plan: kind {self.kind!r} is not one of {', '.join(KINDS)}")
         if kind_of(self.recipe) != self.kind:
@@ -146,21 +191,28 @@ class Plan:
 
     @classmethod
     def new(cls, *, proposer: str, proposer_address: str, inputs: list[PlanInput], recipe: Mapping[str, Any],
-            license: str, consents_needed: Mapping[str, str] | None = None,
+            license: str, consents_needed: Mapping[str, Any] | None = None,
             requirements: Requirements = Requirements(),
             verification: VerificationPolicy = VerificationPolicy(), ttl_s: int = DEFAULT_TTL_S,
-            now: float | None = None) -> Plan:
+            now: float | None = None, beacon: str | None = None, deadline_s: int = 3600,
+            verifier_keys: tuple[str, ...] = ()) -> Plan:
+        """A new plan. `beacon`: sha256 hex of the proposer's secret (`beacon_for(secret)`); a
+        random one when the caller will never commit (tests, plans signed by a stranger)."""
         created = int(time.time() if now is None else now)
-        return cls(proposer, proposer_address, tuple(inputs), dict(recipe), license, dict(consents_needed or {}),
-                   requirements, verification, created, created + int(ttl_s), secrets.token_hex(8), kind_of(recipe))
+        needed = {mid: _keys(v) for mid, v in (consents_needed or {}).items()}
+        return cls(proposer, proposer_address, tuple(inputs), dict(recipe), license, needed,
+                   requirements, verification, created, created + int(ttl_s), secrets.token_hex(8), kind_of(recipe),
+                   beacon or beacon_for(secrets.token_hex(32)), int(deadline_s), tuple(sorted(set(verifier_keys))))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "proposer": self.proposer, "proposer_address": self.proposer_address,
             "inputs": [asdict(i) for i in self.inputs], "recipe": dict(self.recipe), "license": self.license,
-            "consents_needed": dict(self.consents_needed), "requirements": asdict(self.requirements),
+            "consents_needed": {k: list(v) for k, v in self.consents_needed.items()},
+            "requirements": asdict(self.requirements),
             "verification": asdict(self.verification),
             "created": self.created, "expires": self.expires, "nonce": self.nonce, "kind": self.kind,
+            "beacon": self.beacon, "deadline_s": self.deadline_s, "verifier_keys": list(self.verifier_keys),
         }
 
     @classmethod
@@ -173,11 +225,13 @@ class Plan:
             proposer=_req(data, "proposer", str, w), proposer_address=_req(data, "proposer_address", str, w),
             inputs=tuple(PlanInput.from_dict(i) for i in inputs), recipe=dict(_req(data, "recipe", dict, w)),
             license=_req(data, "license", str, w),
-            consents_needed={_check_id(str(k), w): str(v) for k, v in _req(data, "consents_needed", dict, w).items()},
+            consents_needed={_check_id(str(k), w): _keys(v) for k, v in _req(data, "consents_needed", dict, w).items()},
             requirements=Requirements.from_dict(_req(data, "requirements", dict, w)),
             verification=VerificationPolicy.from_dict(_req(data, "verification", dict, w)),
             created=_req(data, "created", int, w), expires=_req(data, "expires", int, w),
             nonce=_req(data, "nonce", str, w), kind=_req(data, "kind", str, w),
+            beacon=_req(data, "beacon", str, w), deadline_s=_req(data, "deadline_s", int, w),
+            verifier_keys=tuple(str(k) for k in _req(data, "verifier_keys", list, w)),
         )
 
     def canonical(self) -> bytes:
@@ -247,10 +301,16 @@ class Commit:
     executor: Member
     verifiers: tuple[Member, ...]
     round: int = 0
+    # The signed bids the choice was made from, and the secret whose sha256 is the plan's
+    # beacon: every node re-derives the choice from these (node.plans.rules.check_commit).
+    bids: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
+    reveal: str = ""
+    excluded: tuple[str, ...] = ()  # executors of earlier rounds, which missed their deadline
 
     def to_dict(self) -> dict[str, Any]:
         return {"plan_id": self.plan_id, "executor": asdict(self.executor),
-                "verifiers": [asdict(v) for v in self.verifiers], "round": self.round}
+                "verifiers": [asdict(v) for v in self.verifiers], "round": self.round,
+                "bids": [dict(b) for b in self.bids], "reveal": self.reveal, "excluded": list(self.excluded)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Commit:
@@ -259,11 +319,35 @@ class Commit:
         def member(d: Any) -> Member:
             return Member(_req(d, "key_id", str, w), _req(d, "address", str, w))
 
-        rnd = _req(data, "round", int, w) if "round" in data else 0
+        rnd = _req(data, "round", int, w)
         if rnd < 0:
             raise PlanInputError("commit: round must not be negative")
+        bids = _req(data, "bids", list, w)
+        if len(bids) > MAX_COMMIT_BIDS or not all(isinstance(b, dict) for b in bids):
+            raise PlanInputError(f"commit: bids must be at most {MAX_COMMIT_BIDS} signed bid bundles")
+        verifiers = _req(data, "verifiers", list, w)
+        if len(verifiers) > MAX_VERIFIERS:
+            raise PlanInputError(f"commit: at most {MAX_VERIFIERS} verifiers")
         return cls(_check_id(_req(data, "plan_id", str, w), w), member(_req(data, "executor", dict, w)),
-                   tuple(member(v) for v in _req(data, "verifiers", list, w)), rnd)
+                   tuple(member(v) for v in verifiers), rnd, tuple(bids), _req(data, "reveal", str, w),
+                   tuple(str(k) for k in _req(data, "excluded", list, w)))
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """The committed executor's signed sign of life while it works: which round, how far."""
+
+    plan_id: str
+    round: int
+    done: int
+    total: int
+    at: float
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Heartbeat:
+        w = "heartbeat"
+        return cls(_check_id(_req(data, "plan_id", str, w), w), _req(data, "round", int, w),
+                   _req(data, "done", int, w), _req(data, "total", int, w), _req(data, "at", float, w))
 
 
 @dataclass(frozen=True)

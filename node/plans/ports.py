@@ -1,6 +1,7 @@
 """What the plan engine needs from its node, as small interfaces, and its configuration.
 
     Transport.broadcast(kind, bundle)  — flood a signed statement to peers
+    Transport.prove(address, key_id)   — does the node at `address` hold `key_id`'s private key?
     Resolver.input_info(model_id)      — policy, license, publisher of an input (signed manifest)
     Jobs.execute / verify / bid        — the work a node does for a plan
 
@@ -10,6 +11,7 @@ engines with an in-process transport.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,17 +26,19 @@ CONSENT_POLICIES = ("accept", "reject", "manual")
 # answer is considered; and gives up when too few nodes bid for this long.
 BID_WINDOW_S = 1.5
 BID_DEADLINE_S = 60.0
-# A committed executor that has not reported gets this long before the proposer checks on it,
-# then is asked whether it is alive every EXECUTOR_CHECK_S; a dead one is replaced.
-EXECUTOR_GRACE_S = 10.0
-EXECUTOR_CHECK_S = 5.0
-EXECUTOR_MISSES = 2  # consecutive failed checks: one slow answer on a busy machine is not death
+# A committed executor signs a heartbeat (with its progress) every HEARTBEAT_S; one silent for
+# HEARTBEAT_TIMEOUT_S, or past the plan's deadline, is replaced by a commit of the next round.
+HEARTBEAT_S = 2.0
+HEARTBEAT_TIMEOUT_S = 30.0
+# Another node accepts a replacement commit once its own view of the executor is silent for
+# this share of the timeout (clocks and gossip delays differ between nodes).
+REPLACEMENT_SLACK = 0.5
 
 
 class Transport(Protocol):
     def broadcast(self, kind: str, bundle: Mapping[str, Any], exclude: str | None = None) -> None: ...
 
-    def alive(self, address: str) -> bool: ...
+    def prove(self, address: str, key_id: str) -> bool: ...
 
 
 class Resolver(Protocol):
@@ -66,35 +70,10 @@ class EngineConfig:
     consent_policy: str = "accept"
     bid_window_s: float = BID_WINDOW_S
     bid_deadline_s: float = BID_DEADLINE_S
-    executor_grace_s: float = EXECUTOR_GRACE_S
-    executor_check_s: float = EXECUTOR_CHECK_S
-    executor_misses: int = EXECUTOR_MISSES
+    heartbeat_s: float = HEARTBEAT_S
+    heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S
+    clock: Callable[[], float] = time.time  # tests share a fake one between engines
 
     def __post_init__(self) -> None:
         if self.consent_policy not in CONSENT_POLICIES:
             raise PlanInputError(f"consent policy {self.consent_policy!r} is not one of {', '.join(CONSENT_POLICIES)}")
-
-
-class ExecutorWatch:
-    """The proposer's view of whether a committed executor is still alive: checked after a
-    grace period, at most every `executor_check_s`, dead after `executor_misses` failed checks
-    in a row (one slow answer on a busy machine is not death)."""
-
-    def __init__(self, config: EngineConfig) -> None:
-        self.config = config
-        self._checked: dict[str, float] = {}  # plan id → last check
-        self._misses: dict[str, int] = {}  # "plan id#round" → failed checks in a row
-
-    def dead(self, record: PlanRecord, now: float, alive: Callable[[str], bool]) -> bool:
-        commit = record.commit.body  # type: ignore[union-attr]
-        cfg = self.config
-        if now - record.committed_at < cfg.executor_grace_s or \
-                now - self._checked.get(record.plan_id, 0.0) < cfg.executor_check_s:
-            return False
-        self._checked[record.plan_id] = now
-        key = f"{record.plan_id}#{commit.round}"
-        if alive(commit.executor.address):
-            self._misses.pop(key, None)
-            return False
-        self._misses[key] = self._misses.get(key, 0) + 1
-        return self._misses[key] >= cfg.executor_misses

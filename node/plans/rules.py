@@ -1,11 +1,15 @@
 """Policy logic of plans, pure and deterministic so that every node reaches the same decision.
 
-- merge policy: `open` needs no consent, `consent` needs the publisher's signed accept,
-  `closed` forbids derivatives (`PolicyError`, exit 2);
+- references: a plan names models only by the ids in its inputs (`check_references`);
+- merge policy, from the inputs' signed manifests (never from the plan): `open` needs no
+  consent, `consent` needs the signed accept of its consenters (the publisher, or for a
+  derivative the original publishers its provenance names), `closed` forbids derivatives
+  (`PolicyError`, exit 2); the output inherits the strictest policy (`output_policy`);
 - licenses propagate to the output as an SPDX expression;
-- expiry;
-- executor choice among bids and verifier selection (seeded by the plan id);
-- the seeded share of tensor names a verifier recomputes.
+- expiry and the execution deadline;
+- executor and verifier choice: capacity claims only filter; the ranking is sha256(plan id,
+  bidder key, the proposer's revealed secret), which nobody controls when bids are made;
+- the share of tensor names a verifier recomputes, from a seed the verifier draws itself.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from node.plans.errors import PolicyError
+from node.plans.errors import PlanInputError, PolicyError
 from node.plans.model import Bid, Commit, Consent, Member, Plan, Requirements
+from registry.ids import ModelId
 
 POLICIES = ("open", "consent", "closed")
 NO_LICENSE = "NOASSERTION"
@@ -24,17 +29,27 @@ NO_LICENSE = "NOASSERTION"
 
 @dataclass(frozen=True)
 class InputInfo:
-    """What a plan needs to know of one input model: from its signed manifest."""
+    """What a plan needs to know of one input model: from its signed manifest.
+
+    :param consenters: whose consent a plan on it needs when its policy is `consent`: the
+        publisher, or for a merged model the original publishers its provenance names
+    :param size_bytes: the model's bytes (for the default execution deadline)"""
 
     model_id: str
     policy: str
     license: str
     publisher: str
+    consenters: tuple[str, ...] = ()
+    size_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.consenters:
+            object.__setattr__(self, "consenters", (self.publisher,))
 
 
-def check_policies(infos: Iterable[InputInfo]) -> list[str]:
-    """The ids of inputs whose publisher must consent; raises `PolicyError` on a `closed` input."""
-    needs = []
+def check_policies(infos: Iterable[InputInfo]) -> dict[str, tuple[str, ...]]:
+    """Model id → the keys that must consent, for each `consent` input; `PolicyError` on `closed`."""
+    needs = {}
     for info in infos:
         if info.policy not in POLICIES:
             raise PolicyError(f"model {info.model_id}: unknown merge policy {info.policy!r}; "
@@ -43,16 +58,65 @@ def check_policies(infos: Iterable[InputInfo]) -> list[str]:
             raise PolicyError(f"model {info.model_id} has merge policy 'closed': its publisher forbids "
                               f"derivatives; remove it from the recipe")
         if info.policy == "consent":
-            needs.append(info.model_id)
+            needs[info.model_id] = tuple(sorted(set(info.consenters)))
     return needs
 
 
+def check_plan_policies(plan: Plan, infos: Iterable[InputInfo]) -> None:
+    """What every node checks of a plan against the input manifests it can see: no `closed`
+    input, and each `consent` input's consenters are exactly the ones the plan asks (a proposer
+    cannot name itself or leave someone out). `PolicyError` naming the model otherwise."""
+    needed = check_policies(infos)
+    for model_id, keys in needed.items():
+        if tuple(plan.consents_needed.get(model_id, ())) != keys:
+            raise PolicyError(f"model {model_id} needs the consent of {', '.join(k[:12] + '…' for k in keys)} "
+                              "(from its signed manifest), which the plan does not ask for")
+
+
+def output_policy(plan: Plan) -> str:
+    """The merge policy of a plan's output: the strictest of its inputs' (`closed` inputs never
+    get this far), so a derivative of a `consent` model is `consent` too."""
+    return "consent" if plan.consents_needed else "open"
+
+
+def output_consent_keys(plan: Plan) -> tuple[str, ...]:
+    """Whose consent a plan on this plan's output needs: every consenter of its inputs."""
+    return tuple(sorted({k for keys in plan.consents_needed.values() for k in keys}))
+
+
+def check_references(plan: Plan) -> None:
+    """Every model the recipe names is a `sha256:` id listed in the plan's inputs, and every
+    input is named; `PlanInputError` otherwise. No node ever opens a path a peer wrote."""
+    from merge.errors import MergeError
+    from merge.recipe import load_recipe
+
+    if plan.is_fusion:
+        from node.plans import fusion
+
+        refs = [i.model_id for i in fusion.inputs_of(plan.recipe)]
+    else:
+        try:
+            refs = load_recipe(dict(plan.recipe)).model_refs()
+        except MergeError as exc:
+            raise PlanInputError(f"plan recipe: {exc}") from None
+    inputs = set(plan.model_ids())
+    for ref in refs:
+        if ref not in inputs:
+            what = "is not a model id" if not ModelId.valid(ref) else "is not listed in the plan's inputs"
+            raise PlanInputError(f"plan recipe model {str(ref)[:80]!r} {what}; a plan names models only by "
+                                 "the sha256: ids of its inputs")
+    unused = inputs - set(refs)
+    if unused:
+        raise PlanInputError(f"plan input {sorted(unused)[0]} is not used by its recipe")
+
+
 def consent_answer(plan: Plan, info: InputInfo, node_policy: str) -> Consent | None:
-    """What the publisher of input `info` answers to `plan` under its node's consent policy
+    """What a consenter of input `info` answers to `plan` under its node's consent policy
     (`accept`, `reject` or `manual`: None, the user decides with `plan consent`)."""
     if info.policy == "closed":
         return Consent(plan.plan_id, info.model_id, False, "the model's merge policy is closed")
-    if info.policy == "consent" and info.model_id not in plan.consents_needed:
+    if info.policy == "consent" and tuple(plan.consents_needed.get(info.model_id, ())) != \
+            tuple(sorted(set(info.consenters))):
         return Consent(plan.plan_id, info.model_id, False, "the plan omits the consent this model requires")
     if info.model_id not in plan.consents_needed or node_policy == "manual":
         return None
@@ -70,14 +134,21 @@ class ConsentTally:
     reason: str = ""
 
 
-def tally_consents(needed: Sequence[str], consents: Mapping[str, Consent]) -> ConsentTally:
-    """`consents` maps model id → the (already signature-checked) consent of its publisher."""
-    for model_id in needed:
-        c = consents.get(model_id)
-        if c is not None and not c.accept:
-            return ConsentTally(False, (), model_id, c.reason)
-    missing = tuple(m for m in needed if m not in consents)
+def tally_consents(needed: Mapping[str, Sequence[str]], consents: Mapping[str, Consent]) -> ConsentTally:
+    """`needed`: model id → consenter keys; `consents`: "model id|key" → that key's (already
+    signature-checked) consent. Complete when every consenter of every model accepted."""
+    for model_id, keys in needed.items():
+        for key in keys:
+            c = consents.get(consent_slot(model_id, key))
+            if c is not None and not c.accept:
+                return ConsentTally(False, (), model_id, c.reason)
+    missing = tuple(m for m, keys in needed.items() if any(consent_slot(m, k) not in consents for k in keys))
     return ConsentTally(not missing, missing, None)
+
+
+def consent_slot(model_id: str, key: str) -> str:
+    """Where a record keeps one consenter's answer for one model."""
+    return f"{model_id}|{key}"
 
 
 def _spdx_term(expr: str) -> str:
@@ -112,32 +183,71 @@ def meets(bid: Bid, req: Requirements) -> bool:
     return bid.memory_bytes >= req.memory_bytes and (bid.gpu or not req.gpu)
 
 
-def choose_executor(bids: Mapping[str, Bid], req: Requirements) -> tuple[str, Bid] | None:
-    """Among bids (bidder key id → bid) that meet the requirements: best score, tie by key id."""
-    fit = [(key, bid) for key, bid in bids.items() if meets(bid, req)]
-    if not fit:
+def rank(plan_id: str, key: str, reveal: str) -> str:
+    """A bidder's place for a plan: known to nobody before the proposer reveals its secret, and
+    fixed by then (the proposer published its sha256 in the plan before any bid existed)."""
+    return hashlib.sha256(f"{plan_id}|{key}|{reveal}".encode()).hexdigest()
+
+
+def choose(plan: Plan, bids: Mapping[str, Bid], reveal: str, excluded: Iterable[str] = ()
+           ) -> tuple[Member, tuple[Member, ...]] | None:
+    """Executor and verifiers from bids (bidder key → bid): the executor is the best-ranked
+    bidder whose claimed capacity meets the requirements (claims only filter), not excluded;
+    the verifiers the next best-ranked others (only the plan's verifier keys, when it names
+    some). None while the bids do not provide both."""
+    gone = set(excluded)
+    order = sorted(bids, key=lambda key: rank(plan.plan_id, key, reveal))
+    executor = next((k for k in order if k not in gone and meets(bids[k], plan.requirements)), None)
+    if executor is None:
         return None
-    return min(fit, key=lambda kb: (-kb[1].score, kb[0]))
+    allowed = set(plan.verifier_keys)
+    verifiers = [k for k in order if k != executor and (not allowed or k in allowed)]
+    k = plan.verification.verifiers
+    if len(verifiers) < k:
+        return None
+    return Member(executor, bids[executor].address), tuple(Member(v, bids[v].address) for v in verifiers[:k])
 
 
-def choose_verifiers(plan_id: str, bids: Mapping[str, Bid], executor: str, k: int) -> tuple[Member, ...]:
-    """k bidders other than the executor, ordered by sha256(plan id, key id): deterministic for
-    a plan, yet spread across nodes from plan to plan."""
-    others = sorted((key for key in bids if key != executor),
-                    key=lambda key: hashlib.sha256(f"{plan_id}|{key}".encode()).hexdigest())
-    return tuple(Member(key, bids[key].address) for key in others[:k])
-
-
-def make_commit(plan: Plan, bids: Mapping[str, Bid], round: int = 0) -> Commit | None:
-    """The commit a proposer makes from these bids, or None while they do not yet provide an
-    executor meeting the requirements plus k other nodes to verify."""
-    chosen = choose_executor(bids, plan.requirements)
+def make_commit(plan: Plan, bids: Mapping[str, tuple[Bid, Mapping]], reveal: str, round: int = 0,
+                excluded: tuple[str, ...] = ()) -> Commit | None:
+    """The commit a proposer makes from these bids (key → (bid, signed bundle)), carrying the
+    bundles and its revealed secret so every node can re-derive it; None while not enough bid."""
+    chosen = choose(plan, {k: b for k, (b, _) in bids.items()}, reveal, excluded)
     if chosen is None:
         return None
-    verifiers = choose_verifiers(plan.plan_id, bids, chosen[0], plan.verification.verifiers)
-    if len(verifiers) < plan.verification.verifiers:
-        return None
-    return Commit(plan.plan_id, Member(chosen[0], chosen[1].address), verifiers, round)
+    return Commit(plan.plan_id, chosen[0], chosen[1], round, tuple(dict(bundle) for _, bundle in bids.values()),
+                  reveal, excluded)
+
+
+def commit_mismatch(plan: Plan, commit: Commit, bids: Mapping[str, Bid]) -> str | None:
+    """Why `commit` does not follow the rule over its own (verified) bids, or None when it does."""
+    if hashlib.sha256(bytes.fromhex(commit.reveal) if _is_hex(commit.reveal) else b"").hexdigest() != plan.beacon:
+        return "its revealed secret does not match the plan's beacon"
+    if len(commit.excluded) != commit.round:
+        return "it excludes a different number of executors than its round"
+    chosen = choose(plan, bids, commit.reveal, commit.excluded)
+    if chosen is None:
+        return "its bids do not provide an executor and enough verifiers"
+    if (chosen[0], chosen[1]) != (commit.executor, commit.verifiers):
+        return "its executor and verifiers are not the ones the rule picks from its bids"
+    return None
+
+
+def _is_hex(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+# Default execution deadline: a floor for start-up and fetching, plus the inputs at a slow
+# CPU merge rate, or fusion examples × epochs at a slow CPU training rate.
+DEADLINE_FLOOR_S = 300
+MERGE_BYTES_PER_S = 5 * 10**6
+FUSION_EXAMPLE_S = 2.0
+
+
+def default_deadline(fusion: bool, input_bytes: int, examples: int = 0, epochs: int = 1) -> int:
+    """Seconds an executor gets after its commit to report, before the plan is re-bid."""
+    work = examples * epochs * FUSION_EXAMPLE_S if fusion else input_bytes / MERGE_BYTES_PER_S
+    return int(DEADLINE_FLOOR_S + work)
 
 
 def capacity_score(memory_bytes: int, gpu: bool, cpus: int, busy_jobs: int) -> float:

@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 
 from node.errors import NodeError, NodeInputError
-from node.plans import fusion
+from node.plans import fusion, proof
 from node.plans.engine import EngineConfig, PlanEngine
 from node.plans.errors import PlanInputError, PolicyError, UnknownPlanError
 from node.plans.model import FUSION, PlanInput, Requirements, VerificationPolicy, kind_of
@@ -101,8 +101,9 @@ class PlansServicer(pb_grpc.PlansServicer):
                 recipe = load_recipe(recipe).to_dict()
                 inputs = inputs_from_recipe(load_recipe(recipe))
             verification = VerificationPolicy(request.verifiers, request.spot_check, request.tolerance)
-            record = engine.propose(recipe, inputs, verification,
-                                    Requirements(request.memory_bytes, request.gpu), ttl_s=request.ttl_s or 3600)
+            record = engine.propose(recipe, inputs, verification, Requirements(request.memory_bytes, request.gpu),
+                                    ttl_s=request.ttl_s or 3600, deadline_s=request.deadline_s,
+                                    verifier_keys=tuple(request.verifier_keys))
         except PolicyError as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except (PlanInputError, MergeInputError, NodeInputError, ValueError) as exc:
@@ -140,6 +141,16 @@ class PlansServicer(pb_grpc.PlansServicer):
     def Attest(self, request, context):
         return self._statement("attestation", request, context)
 
+    def Heartbeat(self, request, context):
+        return self._statement("heartbeat", request, context)
+
+    def Prove(self, request: pb.ProveRequest, context: grpc.ServicerContext) -> pb.ProveReply:
+        try:
+            pem, signature = proof.answer(self.engine.identity, request.nonce)
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return pb.ProveReply(public_key_pem=pem, signature=signature)
+
     def Status(self, request: pb.PlanStatusRequest, context: grpc.ServicerContext) -> pb.PlanStatusReply:
         engine = self.engine
         try:
@@ -158,5 +169,8 @@ class PlansServicer(pb_grpc.PlansServicer):
             record = engine.store.resolve(request.plan_id)
         except UnknownPlanError as exc:
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        engine.decide(record.plan_id, request.model_id, request.accept, request.reason)
+        try:
+            engine.decide(record.plan_id, request.model_id, request.accept, request.reason)
+        except PlanInputError as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         return pb.PlanAck(accepted=True)

@@ -1,6 +1,6 @@
 """Plan statements on the wire: sign a plan object into a DSSE bundle, verify one from a peer.
 
-    bundle = sign(identity, plan)                 # or a Consent, Bid, Commit, Result, Attestation
+    bundle = sign(identity, plan)                 # or a Consent, Bid, Commit, Heartbeat, Result, Attestation
     signed = verify(bundle, "consent")            # Signed(signer, Consent, bundle) or ForgedStatementError
 
 Statements are `registry.statements` bundles (in-toto Statement v1 in a DSSE envelope, with the
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from node.plans.errors import ForgedStatementError, PlanInputError
-from node.plans.model import Attestation, Bid, Commit, Consent, Plan, Result, canonical_json, to_dict
+from node.plans.model import Attestation, Bid, Commit, Consent, Heartbeat, Plan, Result, canonical_json, to_dict
 from node.plans.state import Signed
 from registry.errors import RegistryError
 from registry.statements import ATTESTATION_V1, CONSENT_V1, PLAN_V1, sign_statement, verify_statement
@@ -25,10 +25,12 @@ from registry.statements import ATTESTATION_V1, CONSENT_V1, PLAN_V1, sign_statem
 BID_V1 = "https://mergenet.dev/bid/v1"
 COMMIT_V1 = "https://mergenet.dev/commit/v1"
 RESULT_V1 = "https://mergenet.dev/result/v1"
+HEARTBEAT_V1 = "https://mergenet.dev/heartbeat/v1"
 
 KINDS: dict[str, tuple[type, str]] = {
     "plan": (Plan, PLAN_V1), "consent": (Consent, CONSENT_V1), "bid": (Bid, BID_V1),
     "commit": (Commit, COMMIT_V1), "result": (Result, RESULT_V1), "attestation": (Attestation, ATTESTATION_V1),
+    "heartbeat": (Heartbeat, HEARTBEAT_V1),
 }
 _KIND_OF = {cls: kind for kind, (cls, _) in KINDS.items()}
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from node.plans.errors import PlanError, UnknownPlanError
-from node.plans.model import Attestation, Bid, Commit, Consent, Plan, Result
+from node.plans.model import Attestation, Bid, Commit, Consent, Heartbeat, Plan, Result
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,11 @@ FINAL = frozenset({PUBLISHED, FAILED, REJECTED, EXPIRED})
 STATES = (*ORDER, FAILED, REJECTED, EXPIRED)
 
 _BODY_TYPES: dict[str, Any] = {"consent": Consent, "bid": Bid, "commit": Commit, "result": Result,
-                               "attestation": Attestation}
+                               "attestation": Attestation, "heartbeat": Heartbeat}
+# Finished plans are kept this long (for `plan status`), then forgotten; the model they produced
+# stays in the registry with its attestations.
+RETAIN_FINAL_S = 86400.0
+MAX_PLANS = 10_000  # records one node keeps at most; new plans beyond it are refused
 
 
 class TransitionError(PlanError):
@@ -72,7 +76,7 @@ class PlanRecord:
     reason: str = ""
     history: tuple[tuple[str, float, str], ...] = ()
     needed_consents: tuple[str, ...] = ()
-    consents: Mapping[str, Signed] = field(default_factory=dict, hash=False)
+    consents: Mapping[str, Signed] = field(default_factory=dict, hash=False)  # "model id|key" → consent
     bids: Mapping[str, Signed] = field(default_factory=dict, hash=False)
     commit: Signed | None = None
     committed_at: float = 0.0
@@ -80,6 +84,8 @@ class PlanRecord:
     result: Signed | None = None
     attestations: Mapping[str, Signed] = field(default_factory=dict, hash=False)
     progress: tuple[int, int] = (0, 0)
+    heartbeat_at: float = 0.0  # when this node last heard the committed executor's heartbeat
+    secret: str = ""  # the proposer's own record only: the secret behind the plan's beacon
 
     @classmethod
     def new(cls, plan: Plan, plan_bundle: Mapping[str, Any], now: float | None = None) -> PlanRecord:
@@ -109,6 +115,7 @@ class PlanRecord:
             "committed_at": self.committed_at, "replaced": list(self.replaced),
             "result": self.result.to_json() if self.result else None,
             "attestations": many(self.attestations), "progress": list(self.progress),
+            "heartbeat_at": self.heartbeat_at, "secret": self.secret,
         }
 
     @classmethod
@@ -125,6 +132,7 @@ class PlanRecord:
             committed_at=float(data.get("committed_at", 0.0)), replaced=tuple(data.get("replaced", ())),
             result=Signed.from_json("result", data["result"]) if data["result"] else None,
             attestations=many("attestation", data["attestations"]), progress=tuple(data["progress"]),
+            heartbeat_at=float(data.get("heartbeat_at", 0.0)), secret=str(data.get("secret", "")),
         )
 
 
@@ -198,13 +206,29 @@ class PlanStore:
             return sorted(self._records.values(), key=lambda r: (r.plan.created, r.plan_id))
 
     def add(self, record: PlanRecord) -> bool:
-        """Store a new plan; False (and nothing changes) when the id is already known."""
+        """Store a new plan; False (and nothing changes) when the id is already known or the
+        store is full (MAX_PLANS: garbage collection makes room as plans finish)."""
         with self._lock:
-            if record.plan_id in self._records:
+            if record.plan_id in self._records or len(self._records) >= MAX_PLANS:
                 return False
             self._records[record.plan_id] = record
             self._write(record)
             return True
+
+    def active_by(self, proposer: str) -> int:
+        """How many unfinished plans `proposer` has here (a cap per key bounds a flood)."""
+        with self._lock:
+            return sum(1 for r in self._records.values() if r.plan.proposer == proposer and not r.final)
+
+    def collect(self, now: float) -> list[str]:
+        """Forget plans finished more than RETAIN_FINAL_S ago (their files too); the ids removed."""
+        with self._lock:
+            old = [pid for pid, r in self._records.items()
+                   if r.final and now - (r.history[-1][1] if r.history else 0.0) > RETAIN_FINAL_S]
+            for pid in old:
+                del self._records[pid]
+                self._path(pid).unlink(missing_ok=True)
+        return old
 
     def update(self, plan_id: str, change: Callable[[PlanRecord], PlanRecord], persist: bool = True) -> PlanRecord:
         """Apply `change` atomically with respect to other updates and persist the result

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from node.plans import rules
 from node.plans.state import PlanRecord
+
+
+def _consent(record: PlanRecord, model_id: str, key: str) -> dict[str, Any]:
+    given = record.consents.get(rules.consent_slot(model_id, key))
+    return {"model_id": model_id, "publisher": key, "accept": given.body.accept if given else None,
+            "reason": given.body.reason if given else ""}
 
 
 def status_doc(record: PlanRecord) -> dict[str, Any]:
@@ -31,12 +38,7 @@ def status_doc(record: PlanRecord) -> dict[str, Any]:
         "license": plan.license,
         "verification": {"verifiers": k, "spot_check": plan.verification.spot_check,
                          "tolerance": plan.verification.tolerance},
-        "consents": [
-            {"model_id": mid, "publisher": publisher,
-             "accept": record.consents[mid].body.accept if mid in record.consents else None,
-             "reason": record.consents[mid].body.reason if mid in record.consents else ""}
-            for mid, publisher in sorted(plan.consents_needed.items())
-        ],
+        "consents": [_consent(record, mid, key) for mid, keys in sorted(plan.consents_needed.items()) for key in keys],
         "bids": [{"key_id": key, "address": s.body.address, "score": s.body.score, "device": s.body.device,
                   "memory_bytes": s.body.memory_bytes} for key, s in sorted(record.bids.items())],
         "executor": {"key_id": commit.executor.key_id, "address": commit.executor.address} if commit else None,
@@ -51,6 +53,8 @@ def status_doc(record: PlanRecord) -> dict[str, Any]:
             for key, s in sorted(record.attestations.items())
         ],
         "attestations_needed": k,
+        "deadline_s": plan.deadline_s,
+        "round": commit.round if commit else 0,
         "history": [{"state": st, "time": t, "reason": why} for st, t, why in record.history],
     }
     if fusion:

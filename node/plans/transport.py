@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from node.plans import proof
 from node.plans.errors import PlanInputError
 from node.plans.model import canonical_json
 from node.plans.rules import InputInfo
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # The RPC of the Plans service that carries each statement kind.
 METHODS = {"plan": "Offer", "consent": "Consent", "bid": "Bid", "commit": "Commit", "result": "Report",
-           "attestation": "Attest"}
+           "attestation": "Attest", "heartbeat": "Heartbeat"}
 SEND_TIMEOUT_S = 5.0
 SEND_WORKERS = 4
 
@@ -56,26 +57,42 @@ class GrpcTransport:
         except grpc.RpcError as exc:
             log.info("could not send a %s to %s: %s", kind, addr, exc.code())
 
-    def alive(self, address: str) -> bool:
-        """Whether the node at `address` answers a gRPC health check."""
+    def prove(self, address: str, key_id: str) -> bool:
+        """Whether the node at `address` signs a fresh nonce with the key `key_id`."""
         import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         from node.network.client import connect
+        from protos import mergenet_pb2 as pb
+        from protos import mergenet_pb2_grpc as pb_grpc
 
+        nonce = proof.new_nonce()
         try:
             with connect(address) as ch:
-                reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=SEND_TIMEOUT_S)
-        except grpc.RpcError:
+                reply = pb_grpc.PlansStub(ch).Prove(pb.ProveRequest(nonce=nonce), timeout=SEND_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            log.info("address challenge to %s failed: %s", address, exc.code())
             return False
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
+        return proof.check(reply.public_key_pem, reply.signature, nonce, key_id)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _info(model_id: str, manifest: Any) -> InputInfo:
-    return InputInfo(model_id, manifest.policy, manifest.license or "", manifest.publisher_key_id)
+    """Policy facts from a signed manifest: a merged model names, in its provenance, the
+    original publishers whose consent its own derivatives need."""
+    from registry.errors import BadModelError
+    from registry.provenance import Provenance
+
+    consenters: tuple[str, ...] = ()
+    if manifest.kind == "merged" and manifest.provenance is not None:
+        try:
+            consenters = Provenance.from_dict(manifest.provenance).consent_keys
+        except BadModelError:
+            consenters = ()
+    size = sum(int(v) for v in (manifest.sizes or {}).values())
+    return InputInfo(model_id, manifest.policy, manifest.license or "", manifest.publisher_key_id,
+                     consenters or (manifest.publisher_key_id,), size)
 
 
 class NodeResolver:

@@ -3,7 +3,7 @@ tests attach to folders they build by hand (tampered weights, noise) to play a l
 
 from __future__ import annotations
 
-from node.plans import fusion
+from node.plans import fusion, rules
 from node.plans.model import Plan
 from registry.ids import ModelId, PlanId
 from registry.provenance import FUSION, InputRef, Provenance
@@ -16,6 +16,8 @@ def plan_provenance(plan: Plan, device: str, executor: str, train_examples: int 
     if plan.is_fusion:
         return Provenance(method=FUSION, recipe=fusion.provenance_recipe(plan.recipe), inputs=inputs, device=device,
                           plan_id=PlanId.parse(plan.plan_id), executor=executor,
-                          data_sha256=plan.recipe["data_sha256"], train_examples=train_examples)
+                          data_sha256=plan.recipe["data_sha256"], train_examples=train_examples,
+                          consent_keys=rules.output_consent_keys(plan))
     return Provenance(method=plan.recipe["merge_method"], recipe=dict(plan.recipe), inputs=inputs, device=device,
-                      plan_id=PlanId.parse(plan.plan_id), executor=executor)
+                      plan_id=PlanId.parse(plan.plan_id), executor=executor,
+                      consent_keys=rules.output_consent_keys(plan))

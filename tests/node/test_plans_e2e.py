@@ -17,7 +17,19 @@ import yaml
 from node.demo.cluster import LocalCluster
 from node.network.client import connect
 from node.network.remote import notify_submitted
-from node.plans.model import Commit, Member, Plan, PlanInput, Result, VerificationPolicy, canonical_json
+from node.plans import rules
+from node.plans.model import (
+    Bid,
+    Commit,
+    Member,
+    Plan,
+    PlanInput,
+    Requirements,
+    Result,
+    VerificationPolicy,
+    beacon_for,
+    canonical_json,
+)
 from node.plans.signing import sign
 from protos import mergenet_pb2 as pb
 from protos import mergenet_pb2_grpc as pb_grpc
@@ -37,6 +49,12 @@ def send(addr: str, method: str, bundle: dict) -> bool:
 def status(addr: str, plan_id: str) -> dict:
     with connect(addr) as ch:
         return json.loads(pb_grpc.PlansStub(ch).Status(pb.PlanStatusRequest(plan_id=plan_id), timeout=10).status_json)
+
+
+def bid_records(home, plan_id: str) -> dict:
+    """bidder key → (Bid, signed bundle), from a node's stored record of the plan."""
+    record = json.loads((home / "plans" / (plan_id.removeprefix("sha256:") + ".json")).read_text())
+    return {key: (Bid.from_dict(s["body"]), s["bundle"]) for key, s in record["bids"].items()}
 
 
 def wait_until(pred, timeout=60.0):
@@ -161,9 +179,13 @@ def test_malicious_executor_caught_by_verifiers(network, models, cli, tmp_path):
     reg = LocalRegistry(mallory_home)
     mallory = reg.identity()
     reg.close()
+    secret = "ab" * 32
+    # Mallory's plan asks for more memory than any honest node claims, and Mallory's own bid
+    # claims it: claims filter, so the rule picks Mallory — the verifiers must still catch her.
     plan = Plan.new(proposer=mallory.key_id, proposer_address=alpha.addr, recipe=recipe, license="MIT",
                     inputs=[PlanInput(base, "base"), PlanInput(e1, "expert"), PlanInput(e2, "expert")],
-                    consents_needed={e2: beta.key_id}, verification=VerificationPolicy(2, 0.25, 1e-4))
+                    consents_needed={e2: beta.key_id}, verification=VerificationPolicy(2, 0.25, 1e-4),
+                    requirements=Requirements(memory_bytes=2**50), beacon=beacon_for(secret))
     assert send(alpha.addr, "Offer", sign(mallory, plan))
     doc = wait_until(lambda: (d := status(alpha.addr, plan.plan_id))["state"] == "bidding" and len(d["bids"]) == 3
                      and d)
@@ -176,10 +198,18 @@ def test_malicious_executor_caught_by_verifiers(network, models, cli, tmp_path):
     broken = sign(mallory, Commit(plan.plan_id, Member(beta.key_id, beta.addr), ()))
     broken["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(b"\x30" * 70).decode()
     assert not send(alpha.addr, "Commit", broken)
-    # Mallory commits itself as executor and reports a validly signed but tampered merge.
-    verifiers = tuple(Member(b["key_id"], b["address"]) for b in doc["bids"] if b["key_id"] != alpha.key_id)
-    assert send(alpha.addr, "Commit", sign(mallory, Commit(plan.plan_id, Member(mallory.key_id, alpha.addr),
-                                                            verifiers)))
+    # A commit that names Mallory without her bid, or ignores the rule, is refused.
+    honest = bid_records(alpha.home, plan.plan_id)  # the signed bids as alpha stored them
+    others = tuple(Member(k, b.address) for k, (b, _) in honest.items())[:2]
+    no_bid = Commit(plan.plan_id, Member(mallory.key_id, "127.0.0.1:1"), others, 0,
+                    tuple(bundle for _, bundle in honest.values()), secret)
+    assert not send(alpha.addr, "Commit", sign(mallory, no_bid))
+    # Mallory commits itself by the rule and reports a validly signed but tampered merge.
+    mine = Bid(plan.plan_id, "127.0.0.1:1", 2**50, False, 1.0, "cpu")
+    bids = {**honest, mallory.key_id: (mine, sign(mallory, mine))}
+    commit = rules.make_commit(plan, bids, secret)
+    assert commit.executor.key_id == mallory.key_id
+    assert send(alpha.addr, "Commit", sign(mallory, commit))
     honest_dir = tmp_path / "honest"
     from merge.executor import run_merge
     from merge.recipe import load_recipe
@@ -222,14 +252,18 @@ def test_malicious_executor_caught_by_verifiers(network, models, cli, tmp_path):
     assert "rejected the result" in doc["reason"]
 
 
-def test_liveness_check_used_to_replace_dead_executors(network):
+def test_address_challenge_proves_the_key_behind_a_bid(network):
     from node.network.peers import PeerTable
     from node.plans.transport import GrpcTransport
 
-    _, alpha, _, _, _ = network
+    _, alpha, beta, _, _ = network
     transport = GrpcTransport(PeerTable())
     try:
-        assert transport.alive(alpha.addr)
-        assert not transport.alive("127.0.0.1:1")
+        assert transport.prove(alpha.addr, alpha.key_id)
+        assert not transport.prove(alpha.addr, beta.key_id)  # a Sybil bidding with alpha's address
+        assert not transport.prove("127.0.0.1:1", alpha.key_id)
     finally:
         transport.close()
+    with connect(alpha.addr) as ch, pytest.raises(grpc.RpcError) as err:
+        pb_grpc.PlansStub(ch).Prove(pb.ProveRequest(nonce=b"short"), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

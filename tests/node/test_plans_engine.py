@@ -9,12 +9,14 @@ import copy
 import json
 import logging
 import time
+from dataclasses import replace
 
 import pytest
 
+from node.plans import rules
 from node.plans.engine import EngineConfig, PlanEngine
 from node.plans.errors import PolicyError
-from node.plans.model import Attestation, Bid, Commit, Consent, Member, PlanInput, Result, VerificationPolicy
+from node.plans.model import Attestation, Bid, Consent, PlanInput, Requirements, Result, VerificationPolicy
 from node.plans.rules import InputInfo
 from node.plans.signing import sign
 from node.plans.state import CONSENTING, FAILED, PUBLISHED, REJECTED, PlanStore
@@ -32,6 +34,10 @@ class Hub:
         self.engines: dict[str, PlanEngine] = {}
         self.delivered: list[str] = []
         self.dead: set[str] = set()  # nodes that stopped answering
+        self.now = time.time()  # one clock for every engine, moved by the tests
+
+    def clock(self) -> float:
+        return self.now
 
     def transport(self, address: str):
         hub = self
@@ -43,8 +49,9 @@ class Hub:
                         hub.delivered.append(kind)
                         engine.receive(kind, copy.deepcopy(dict(bundle)), sender=address)
 
-            def alive(self, addr):
-                return addr in hub.engines and addr not in hub.dead
+            def prove(self, addr, key_id):
+                engine = hub.engines.get(addr)
+                return engine is not None and addr not in hub.dead and engine.me == key_id
 
         return _T()
 
@@ -60,9 +67,10 @@ class Jobs:
         self.consents: list[tuple[str, str]] = []
         self.deferred: list | None = None  # a list: jobs wait there until the test runs them
         self.score = 1.0
+        self.memory = 2**30
 
     def bid(self, plan, address):
-        return Bid(plan.plan_id, address, 2**30, False, self.score, "cpu")
+        return Bid(plan.plan_id, address, self.memory, False, self.score, "cpu")
 
     def execute(self, record, progress):
         self.executed.append(record.plan_id)
@@ -111,7 +119,8 @@ def net(tmp_path):
             addr = f"node{i}:1"
             j = Jobs(verdicts[i])
             hub.engines[addr] = PlanEngine(PlanStore(tmp_path / f"n{i}"), ident,
-                                           EngineConfig(addr, consent_policy if i == 1 else "accept"),
+                                           EngineConfig(addr, consent_policy if i == 1 else "accept",
+                                                        clock=hub.clock),
                                            hub.transport(addr), Resolver(ident.key_id), j)
             jobs.append(j)
         return list(hub.engines.values()), jobs
@@ -136,7 +145,8 @@ def test_plan_reaches_published_on_every_node(net):
     for e in engines:
         r = e.store.get(pid)
         assert r.state == PUBLISHED, (r.state, r.reason)
-        assert set(r.consents) == {EXP2} and r.consents[EXP2].signer == ids[1].key_id
+        slot = f"{EXP2}|{ids[1].key_id}"
+        assert set(r.consents) == {slot} and r.consents[slot].signer == ids[1].key_id
         assert len(r.bids) == 3 and len(r.passing()) == 2
     r = engines[2].store.get(pid)
     executor = r.commit.body.executor.key_id
@@ -186,7 +196,7 @@ def test_forged_consent_is_dropped(net, caplog):
     forged = sign(ids[0], Consent(rec.plan_id, EXP2, True))
     with caplog.at_level(logging.WARNING):
         assert not engines[2].receive("consent", forged, sender="attacker:1")
-    assert "not signed by the publisher" in caplog.text
+    assert "not signed by a consenter the plan asks" in caplog.text
     # The real publisher's consent with its predicate edited after signing.
     real = sign(ids[1], Consent(rec.plan_id, EXP2, False, "no"))
     payload = json.loads(base64.b64decode(real["dsseEnvelope"]["payload"]))
@@ -237,24 +247,34 @@ def test_expiry_and_forged_result(net):
     assert engines[2].store.get(rec.plan_id).state == "expired"
 
 
-def test_commit_must_name_enough_verifiers_and_first_commit_wins(net):
+def test_commit_must_follow_the_rule_over_its_own_bids(net, caplog):
     build, ids, *_ = net
     engines, jobs = build()
     for j in jobs:
         j.deferred = []
     rec = engines[2].propose(RECIPE, INPUTS)
-    pid = rec.plan_id
-    me = Member(ids[0].key_id, "node0:1")
-    short = sign(ids[2], Commit(pid, me, (Member(ids[1].key_id, "node1:1"),)))
-    assert not engines[0].receive("commit", short)  # k=2 but one verifier
-    self_check = sign(ids[2], Commit(pid, me, (me, Member(ids[1].key_id, "node1:1"))))
-    assert not engines[0].receive("commit", self_check)  # the executor cannot verify itself
-    good = Commit(pid, me, (Member(ids[1].key_id, "node1:1"), Member(ids[2].key_id, "node2:1")))
+    pid, secret = rec.plan_id, rec.secret
+    bids = {k: (s.body, s.bundle) for k, s in engines[2].store.get(pid).bids.items()}
+    good = rules.make_commit(rec.plan, bids, secret)
+    # The proposer names someone else as executor: every node re-derives the choice and refuses.
+    swapped = replace(good, executor=good.verifiers[0], verifiers=(good.executor, good.verifiers[1]))
+    with caplog.at_level(logging.WARNING):
+        assert not engines[0].receive("commit", sign(ids[2], swapped))
+    assert "not the ones the rule picks" in caplog.text
+    # A commit that picks a key that never bid (a forged bid bundle, or none at all).
+    stranger = Identity.generate()
+    fake = sign(stranger, Bid(pid, "127.0.0.9:1", 2**40, True, 1e12, "cuda"))
+    fake["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(b"\x30" * 70).decode()
+    forged = replace(good, bids=(*good.bids, fake))
+    assert not engines[0].receive("commit", sign(ids[2], forged))
+    assert not engines[0].receive("commit", sign(ids[2], replace(good, reveal="00" * 32)))  # not the beacon
+    assert engines[0].store.get(pid).commit is None
     assert engines[0].receive("commit", sign(ids[2], good))
-    other = Commit(pid, Member(ids[1].key_id, "node1:1"), good.verifiers[::-1])
-    assert not engines[0].receive("commit", sign(ids[2], other))  # a second, different commit is ignored
+    other = rules.make_commit(rec.plan, dict(list(bids.items())[:3]), secret)
+    assert not engines[0].receive("commit", sign(ids[2], replace(other, verifiers=other.verifiers[::-1])))
     assert engines[0].store.get(pid).commit.body == good
-    assert len(jobs[0].deferred) == 1  # exactly one merge queued, on the first commit's executor
+    executor = next(i for i, ident in enumerate(ids) if ident.key_id == good.executor.key_id)
+    assert len(jobs[executor].deferred) == 1  # exactly one merge queued, on the committed executor
 
 
 def test_dead_executor_is_replaced_and_its_late_result_ignored(net):
@@ -262,8 +282,9 @@ def test_dead_executor_is_replaced_and_its_late_result_ignored(net):
     engines, jobs = build()
     for j in jobs:
         j.deferred = []
-    jobs[2].score = 0.5  # the proposer bids lowest: it verifies, and stays alive to replace the executor
-    rec = engines[2].propose(RECIPE, INPUTS, verification=VerificationPolicy(verifiers=1))
+    jobs[2].memory = 0  # the proposer cannot execute: it verifies, and stays alive to replace the executor
+    rec = engines[2].propose(RECIPE, INPUTS, verification=VerificationPolicy(verifiers=1),
+                             requirements=Requirements(memory_bytes=1))
     engines[2].tick(now=rec.plan.created + 2)
     first = engines[2].store.get(rec.plan_id).commit.body
     dead = next(i for i, ident in enumerate(ids) if ident.key_id == first.executor.key_id)
@@ -272,11 +293,11 @@ def test_dead_executor_is_replaced_and_its_late_result_ignored(net):
     for i, j in enumerate(jobs):
         if i != dead:
             j.deferred = None  # the living nodes work at once from now on
-    engines[2].tick(now=time.time() + 5)  # within the grace period: nothing happens
+    hub.now += 20  # silent for less than the heartbeat timeout: nothing happens
+    engines[2].tick()
     assert engines[2].store.get(rec.plan_id).commit.body == first
-    engines[2].tick(now=time.time() + 11)  # a first missed check may be a busy machine
-    assert engines[2].store.get(rec.plan_id).commit.body == first
-    engines[2].tick(now=time.time() + 17)
+    hub.now += 11  # no heartbeat for 31 s: the executor is replaced by the rule's next choice
+    engines[2].tick()
     r = engines[2].store.get(rec.plan_id)
     second = r.commit.body
     assert second.round == 1 and second.executor.key_id != first.executor.key_id
@@ -298,7 +319,7 @@ def test_dead_executor_without_replacement_fails(net):
     engines[2].tick(now=rec.plan.created + 2)
     first = engines[2].store.get(rec.plan_id).commit.body
     hub.dead.add(next(f"node{i}:1" for i, ident in enumerate(ids) if ident.key_id == first.executor.key_id))
-    engines[2].tick(now=time.time() + 11)
-    engines[2].tick(now=time.time() + 17)
+    hub.now += 31
+    engines[2].tick()
     r = engines[2].store.get(rec.plan_id)
     assert (r.state, r.commit.body) == (FAILED, first) and "no other node can take over" in r.reason

@@ -10,6 +10,7 @@ from node.plans.errors import PlanInputError
 from node.plans.model import (
     Attestation,
     Commit,
+    Heartbeat,
     Member,
     Plan,
     PlanInput,
@@ -26,9 +27,9 @@ def golden_plan() -> Plan:
     return Plan(proposer="k" * 64, proposer_address="127.0.0.1:7470",
                 inputs=(PlanInput(A, "base"), PlanInput(B, "expert")),
                 recipe={"merge_method": "ties", "base_model": A, "models": [{"model": B, "parameters": {"weight": 1}}]},
-                license="MIT", consents_needed={B: "p" * 64}, requirements=Requirements(1024, False),
+                license="MIT", consents_needed={B: ("p" * 64,)}, requirements=Requirements(1024, False),
                 verification=VerificationPolicy(2, 0.25, 1e-4), created=1700000000, expires=1700003600,
-                nonce="00112233")
+                nonce="00112233", beacon="e" * 64, deadline_s=600)
 
 
 def test_canonical_json_is_sorted_and_compact():
@@ -38,17 +39,18 @@ def test_canonical_json_is_sorted_and_compact():
 def test_plan_id_golden():
     plan = golden_plan()
     expected = (
-        '{"consents_needed":{"' + B + '":"' + "p" * 64 + '"},"created":1700000000,"expires":1700003600,'
+        '{"beacon":"' + "e" * 64 + '","consents_needed":{"' + B + '":["' + "p" * 64 + '"]},"created":1700000000,'
+        '"deadline_s":600,"expires":1700003600,'
         '"inputs":[{"model_id":"' + A + '","role":"base"},{"model_id":"' + B + '","role":"expert"}],'
         '"kind":"merge","license":"MIT","nonce":"00112233","proposer":"' + "k" * 64 + '",'
         '"proposer_address":"127.0.0.1:7470",'
         '"recipe":{"base_model":"' + A + '","merge_method":"ties","models":[{"model":"' + B + '",'
         '"parameters":{"weight":1}}]},"requirements":{"gpu":false,"memory_bytes":1024},'
-        '"verification":{"spot_check":0.25,"tolerance":0.0001,"verifiers":2}}'
+        '"verification":{"spot_check":0.25,"tolerance":0.0001,"verifiers":2},"verifier_keys":[]}'
     )
     assert plan.canonical() == expected.encode()
     assert plan.plan_id == "sha256:" + hashlib.sha256(expected.encode()).hexdigest()
-    assert plan.plan_id == "sha256:46194e2edfbf0a54feea579b0ca4aaa4f1ed7f5fb08671d71a43e3034d932d97"
+    assert plan.plan_id == "sha256:92d61d76e496796f370c7d4ad32d363014ba35a8c466ff65e608e5b8ead9d77c"
 
 
 def test_plan_round_trip_keeps_id():
@@ -75,6 +77,12 @@ def test_new_plans_differ_by_nonce():
     (lambda d: d.update(created="yesterday"), "created"),
     (lambda d: d["verification"].update(spot_check=0.0), "spot_check"),
     (lambda d: d.update(inputs=[]), "inputs"),
+    (lambda d: d.update(expires=d["created"] + 8 * 86400), "lifetime"),
+    (lambda d: d["verification"].update(verifiers=0), "verifiers"),
+    (lambda d: d.update(beacon="short"), "beacon"),
+    (lambda d: d.update(deadline_s=0), "deadline_s"),
+    (lambda d: d.update(kind="fusion"), "kind"),
+    (lambda d: d["consents_needed"].update({B: []}), "consents_needed"),
 ])
 def test_malformed_plans_name_the_field(mutate, field):
     d = golden_plan().to_dict()
@@ -85,8 +93,11 @@ def test_malformed_plans_name_the_field(mutate, field):
 
 def test_other_objects_round_trip():
     pid = golden_plan().plan_id
-    commit = Commit(pid, Member("e", "h:1"), (Member("v1", "h:2"), Member("v2", "h:3")))
-    assert Commit.from_dict(commit.to_dict()) == commit
+    commit = Commit(pid, Member("e", "h:1"), (Member("v1", "h:2"), Member("v2", "h:3")), 1, ({"b": 1},), "f" * 64,
+                    ("x",))
+    assert Commit.from_dict(commit.to_dict()) == commit and Commit.from_dict(commit.to_dict()).bids == ({"b": 1},)
+    beat = Heartbeat(pid, 1, 3, 9, 1700000001.5)
+    assert Heartbeat.from_dict(beat.__dict__) == beat
     att = Attestation(pid, A, ("x.weight", "y.bias"), 0.0, True)
     assert Attestation.from_dict(att.to_dict()) == att
     failed = Result(pid, "", "h:1", "cpu", 1.0, "OSError: disk full")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from node.plans import rules
-from node.plans.errors import PolicyError, UnknownPlanError
-from node.plans.model import Bid, Consent, Plan, PlanInput, Requirements
+from node.plans.errors import PlanInputError, PolicyError, UnknownPlanError
+from node.plans.model import Bid, Consent, Plan, PlanInput, Requirements, VerificationPolicy, beacon_for
 from node.plans.rules import InputInfo
 from node.plans.state import (
     BIDDING,
@@ -34,8 +35,10 @@ def info(mid: str, policy: str, lic: str = "MIT") -> InputInfo:
 
 
 def test_policies():
-    assert rules.check_policies([info(A, "open"), info(B, "open")]) == []
-    assert rules.check_policies([info(A, "open"), info(B, "consent")]) == [B]
+    assert rules.check_policies([info(A, "open"), info(B, "open")]) == {}
+    assert rules.check_policies([info(A, "open"), info(B, "consent")]) == {B: ("pub-" + B[-4:],)}
+    derived = InputInfo(C, "consent", "MIT", "executor", consenters=("orig-2", "orig-1"))
+    assert rules.check_policies([derived]) == {C: ("orig-1", "orig-2")}  # the originals, not the executor
     with pytest.raises(PolicyError, match=f"{C}.*closed"):
         rules.check_policies([info(A, "open"), info(C, "closed")])
     with pytest.raises(PolicyError, match="unknown merge policy"):
@@ -44,11 +47,60 @@ def test_policies():
 
 def test_consent_tally():
     ok, no = Consent("p", B, True), Consent("p", C, False, "not for sale")
-    assert rules.tally_consents([B, C], {}).missing == (B, C)
-    assert rules.tally_consents([B, C], {B: ok}).missing == (C,)
-    assert rules.tally_consents([B], {B: ok}).complete
-    refused = rules.tally_consents([B, C], {B: ok, C: no})
+    slot = rules.consent_slot
+    needed = {B: ("kb",), C: ("kc1", "kc2")}
+    assert rules.tally_consents(needed, {}).missing == (B, C)
+    assert rules.tally_consents(needed, {slot(B, "kb"): ok}).missing == (C,)
+    assert rules.tally_consents(needed, {slot(B, "kb"): ok, slot(C, "kc1"): ok}).missing == (C,)  # both keys
+    assert rules.tally_consents(needed, {slot(B, "kb"): ok, slot(C, "kc1"): ok, slot(C, "kc2"): ok}).complete
+    assert not rules.tally_consents(needed, {slot(B, "someone-else"): ok, slot(C, "kc1"): ok,
+                                             slot(C, "kc2"): ok}).complete
+    refused = rules.tally_consents(needed, {slot(B, "kb"): ok, slot(C, "kc2"): no})
     assert not refused.complete and refused.rejected_by == C and refused.reason == "not for sale"
+
+
+def merge_plan(*refs: str, recipe: dict | None = None, **kw) -> Plan:
+    recipe = recipe or {"merge_method": "linear", "models": [{"model": r, "parameters": {"weight": 1.0}} for r in refs]}
+    return Plan.new(proposer="k", proposer_address="h:1", inputs=[PlanInput(r, "expert") for r in refs if
+                                                                   r.startswith("sha256:")] or [PlanInput(A, "base")],
+                    recipe=recipe, license="MIT", **kw)
+
+
+def test_references_must_be_listed_ids():
+    rules.check_references(merge_plan(A, B))
+    with pytest.raises(PlanInputError, match="not a model id"):
+        rules.check_references(merge_plan(A, "/home/victim/private-model"))
+    sneaky = merge_plan(A, recipe={"merge_method": "slerp", "base_model": A, "parameters": {"t": 0.5},
+                                      "slices": [{"sources": [{"model": A, "layer_range": [0, 2]},
+                                                              {"model": "../other", "layer_range": [0, 2]}]}]})
+    with pytest.raises(PlanInputError, match="not a model id"):
+        rules.check_references(sneaky)
+    unlisted = Plan.new(proposer="k", proposer_address="h:1", inputs=[PlanInput(A, "expert")], license="MIT",
+                        recipe={"merge_method": "linear", "models": [{"model": A}, {"model": B}]})
+    with pytest.raises(PlanInputError, match="not listed in the plan's inputs"):
+        rules.check_references(unlisted)
+    tok = merge_plan(A, B, recipe={"merge_method": "linear", "tokenizer_source": "/etc",
+                                   "models": [{"model": A}, {"model": B}]})
+    with pytest.raises(PlanInputError, match="not a model id"):
+        rules.check_references(tok)
+    unused = Plan.new(proposer="k", proposer_address="h:1", inputs=[PlanInput(A, "expert"), PlanInput(B, "expert")],
+                      license="MIT", recipe={"merge_method": "linear", "models": [{"model": A}]})
+    with pytest.raises(PlanInputError, match="not used"):
+        rules.check_references(unused)
+
+
+def test_plan_policies_come_from_manifests_not_the_plan():
+    honest = merge_plan(A, B, consents_needed={B: "pub-" + B[-4:]})
+    rules.check_plan_policies(honest, [info(A, "open"), info(B, "consent")])
+    self_named = merge_plan(A, B, consents_needed={B: "the-proposer"})
+    with pytest.raises(PolicyError, match="needs the consent"):
+        rules.check_plan_policies(self_named, [info(A, "open"), info(B, "consent")])
+    with pytest.raises(PolicyError, match="needs the consent"):
+        rules.check_plan_policies(merge_plan(A, B), [info(A, "open"), info(B, "consent")])  # omitted
+    with pytest.raises(PolicyError, match="closed"):
+        rules.check_plan_policies(merge_plan(A, B), [info(A, "closed")])
+    assert rules.output_policy(honest) == "consent" and rules.output_policy(merge_plan(A, B)) == "open"
+    assert rules.output_consent_keys(honest) == ("pub-" + B[-4:],)
 
 
 @pytest.mark.parametrize("licenses, expected", [
@@ -75,24 +127,49 @@ def bid(score: float, mem: int = 2**30, gpu: bool = False, addr: str = "h:1") ->
     return Bid("sha256:" + "d" * 64, addr, mem, gpu, score, "cuda" if gpu else "cpu")
 
 
-def test_executor_choice_is_deterministic():
-    bids = {"k2": bid(5.0), "k1": bid(5.0), "k3": bid(4.0), "k4": bid(9.0, mem=10)}
-    # k4 scores best but lacks memory; k1 and k2 tie and the lower key id wins.
-    assert rules.choose_executor(bids, Requirements(memory_bytes=2**20))[0] == "k1"
-    assert rules.choose_executor(bids, Requirements())[0] == "k4"
-    assert rules.choose_executor(bids, Requirements(gpu=True)) is None
-    assert rules.choose_executor({**bids, "k9": bid(1.0, gpu=True)}, Requirements(gpu=True))[0] == "k9"
+SECRET = "5e" * 32
 
 
-def test_verifier_choice_excludes_executor_and_is_seeded():
+def test_choice_is_ranked_by_the_revealed_secret_and_claims_only_filter():
+    plan = merge_plan(A, B, verification=VerificationPolicy(verifiers=2), beacon=beacon_for(SECRET))
     bids = {f"k{i}": bid(1.0, addr=f"h:{i}") for i in range(6)}
-    v = rules.choose_verifiers("plan-1", bids, "k0", 3)
-    assert len(v) == 3 and "k0" not in {m.key_id for m in v}
-    assert v == rules.choose_verifiers("plan-1", bids, "k0", 3)
-    assert all(bids[m.key_id].address == m.address for m in v)
-    picks = {tuple(m.key_id for m in rules.choose_verifiers(f"plan-{i}", bids, "k0", 2)) for i in range(20)}
-    assert len(picks) > 1  # different plans spread the work
-    assert len(rules.choose_verifiers("p", {"k0": bid(1.0)}, "k0", 2)) == 0
+    bids["greedy"] = bid(1e12, addr="h:9")  # a huge claimed score buys nothing
+    executor, verifiers = rules.choose(plan, bids, SECRET)
+    order = sorted(bids, key=lambda k: rules.rank(plan.plan_id, k, SECRET))
+    assert executor.key_id == order[0] and [v.key_id for v in verifiers] == order[1:3]
+    other = rules.choose(plan, bids, "00" * 32)
+    assert other != (executor, verifiers) or order[0] == sorted(bids, key=lambda k: rules.rank(plan.plan_id, k,
+                                                                                                  "00" * 32))[0]
+    wins = {rules.choose(merge_plan(A, B, beacon=beacon_for(s)), bids, s)[0].key_id
+            for s in (f"{i:02x}" * 32 for i in range(40))}
+    assert (len(wins) > 3 and "greedy" in wins) or len(wins) > 3  # spread across bidders, the greedy one no likelier
+    needy = merge_plan(A, B, requirements=Requirements(memory_bytes=2**31), beacon=beacon_for(SECRET))
+    assert rules.choose(needy, bids, SECRET) is None  # nobody meets the memory requirement
+    rich = {**bids, "big": bid(1.0, mem=2**32)}
+    assert rules.choose(needy, rich, SECRET)[0].key_id == "big"
+    assert rules.choose(plan, bids, SECRET, excluded=[order[0]])[0].key_id == order[1]
+    picky = merge_plan(A, B, verifier_keys=("k1", "k2", "k3"), beacon=beacon_for(SECRET))
+    _, vs = rules.choose(picky, bids, SECRET)
+    assert len(vs) == 2 and {v.key_id for v in vs} <= {"k1", "k2", "k3"}
+
+
+def test_commit_is_checked_against_the_rule():
+    plan = merge_plan(A, B, verification=VerificationPolicy(verifiers=2), beacon=beacon_for(SECRET))
+    bids = {f"k{i}": bid(1.0, addr=f"h:{i}") for i in range(4)}
+    commit = rules.make_commit(plan, {k: (b, {"bundle": k}) for k, b in bids.items()}, SECRET)
+    assert rules.commit_mismatch(plan, commit, bids) is None and len(commit.bids) == 4
+    assert rules.make_commit(plan, {k: (b, {}) for k, b in list(bids.items())[:2]}, SECRET) is None
+    forged = replace(commit, executor=commit.verifiers[0], verifiers=(commit.executor, commit.verifiers[1]))
+    assert "not the ones the rule picks" in rules.commit_mismatch(plan, forged, bids)
+    assert "beacon" in rules.commit_mismatch(plan, replace(commit, reveal="00" * 32), bids)
+    assert "round" in rules.commit_mismatch(plan, replace(commit, round=1), bids)
+    assert "do not provide" in rules.commit_mismatch(plan, commit, {"k0": bids["k0"]})
+
+
+def test_default_deadline_grows_with_work():
+    small, big = rules.default_deadline(False, 10**6), rules.default_deadline(False, 10**10)
+    assert rules.DEADLINE_FLOOR_S <= small < big
+    assert rules.default_deadline(True, 0, examples=1000, epochs=2) > rules.default_deadline(True, 0, examples=10)
 
 
 def test_capacity_score_prefers_gpu_then_memory():
@@ -151,7 +228,7 @@ def test_store_persists_across_restart(tmp_path):
 
 def test_consent_answers():
     plan = Plan.new(proposer="k", proposer_address="h:1", inputs=[PlanInput(A, "base"), PlanInput(B, "expert")],
-                    recipe={}, license="MIT", consents_needed={B: "pub"})
+                    recipe={}, license="MIT", consents_needed={B: "pub-" + B[-4:]})
     assert rules.consent_answer(plan, info(A, "open"), "accept") is None  # open models need no answer
     assert rules.consent_answer(plan, info(B, "consent"), "accept").accept
     assert rules.consent_answer(plan, info(B, "consent"), "manual") is None
@@ -160,12 +237,3 @@ def test_consent_answers():
     omitted = rules.consent_answer(plan, info(A, "consent"), "accept")
     assert not omitted.accept and "omits" in omitted.reason
     assert not rules.consent_answer(plan, info(A, "closed"), "accept").accept
-
-
-def test_make_commit():
-    plan = Plan.new(proposer="k", proposer_address="h:1", inputs=[PlanInput(A, "base")], recipe={}, license="MIT")
-    bids = {"k1": bid(3.0, addr="h:1"), "k2": bid(2.0, addr="h:2")}
-    assert rules.make_commit(plan, bids) is None  # k=2 verifiers need three bidders
-    commit = rules.make_commit(plan, {**bids, "k3": bid(1.0, addr="h:3")}, round=2)
-    assert commit.executor.key_id == "k1" and {v.key_id for v in commit.verifiers} == {"k2", "k3"}
-    assert commit.round == 2 and commit.plan_id == plan.plan_id
