@@ -2,10 +2,10 @@
 
 - merge policy: `open` needs no consent, `consent` needs the publisher's signed accept,
   `closed` forbids derivatives (`PolicyError`, exit 2);
-- licenses propagate to the output as an SPDX expression;
+- licenses propagate to the output as an SPDX expression; `output_policy` is the policy it gets;
 - expiry;
 - executor choice among bids and verifier selection (seeded by the plan id);
-- the seeded share of tensor names a verifier recomputes.
+- the share of tensor names a verifier recomputes (seeded by randomness the verifier draws).
 """
 
 from __future__ import annotations
@@ -104,6 +104,12 @@ def propagate_license(licenses: Iterable[str | None]) -> str:
     return " AND ".join(sorted(_spdx_term(s) for s in seen))
 
 
+def output_policy(plan: Plan) -> str:
+    """The merge policy of a plan's output, as its executor signs it and its verifiers demand.
+    `open` for every plan today: consent was the inputs' publishers' to give, and they gave it."""
+    return "open"
+
+
 def is_expired(plan: Plan, now: float) -> bool:
     return now >= plan.expires
 
@@ -147,7 +153,9 @@ def capacity_score(memory_bytes: int, gpu: bool, cpus: int, busy_jobs: int) -> f
 
 
 def spot_check_names(names: Sequence[str], share: float, seed: str) -> list[str]:
-    """A seeded sample of ceil(share × n) tensor names (at least one), sorted."""
+    """A seeded sample of ceil(share × n) tensor names (at least one; all when share is 1), sorted.
+    A verifier seeds it with fresh randomness drawn after the result is announced, so that an
+    executor cannot know which tensors will be checked; `share` 1.0 needs no seed to be safe."""
     ordered = sorted(names)
     if not ordered:
         return []
