@@ -201,7 +201,7 @@ def test_verifier_fails_a_merged_model_worse_than_its_target(fused_world, tmp_pa
     from node.jobs.context import JobContext
     from node.jobs.fusion_jobs import verify_fusion
     from node.plans.model import Plan, Result, VerificationPolicy
-    from tests.node.forge import plan_provenance
+    from tests.node.forge import fused_folder, submit_as_executor
 
     _, _, _, data, copies = fused_world
     home = tmp_path / "home"
@@ -214,11 +214,10 @@ def test_verifier_fails_a_merged_model_worse_than_its_target(fused_world, tmp_pa
         recipe = fusion.inline_recipe(settings, data.read_bytes())
         plan = Plan.new(proposer=ident.key_id, proposer_address="127.0.0.1:1", inputs=fusion.inputs_of(recipe),
                         recipe=recipe, license="MIT", verification=VerificationPolicy(2, 0.1, 0.05))
-        prov = plan_provenance(plan, "cpu", ident.key_id, train_examples=18)
-        noisy = perturb_model(tmp_path / "t", tmp_path / "noisy", seed=5, scale=1.0, density=1.0)
-        bad = reg.submit(noisy, kind="merged", name="noisy", provenance=prov).id
-        same = reg.submit(shutil.copytree(tmp_path / "t", tmp_path / "same"), kind="merged", name="same",
-                          provenance=prov).id
+        same_dir, n = fused_folder(plan, tmp_path / "t", tmp_path / "same", tmp_path / "work")
+        noisy = perturb_model(same_dir, tmp_path / "noisy", seed=5, scale=1.0, density=1.0)
+        bad = submit_as_executor(reg, noisy, plan, ident.key_id, train_examples=n)
+        same = submit_as_executor(reg, same_dir, plan, ident.key_id, train_examples=n)
     finally:
         reg.close()
     ctx = JobContext(home, ident.key_id, lambda: "127.0.0.1:1")
