@@ -18,6 +18,7 @@ executors on other devices differ only by accumulation order, a tampered tensor 
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import shutil
@@ -33,7 +34,7 @@ from node.jobs.results import SignedResult, fetch_signed_result
 from node.ops.inputs import InputResolver
 from node.ops.producing import merge_and_submit
 from node.plans import rules
-from node.plans.model import Attestation, Plan, Result
+from node.plans.model import Attestation, Plan, Result, canonical_json
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +49,21 @@ def plan_inputs(ctx: JobContext, work: Path) -> InputResolver:
     return InputResolver(ctx.fetcher(), work / "inputs", allow_paths=False)
 
 
-def execute_merge(plan: Plan, ctx: JobContext, progress: Callable[[int, int], None] | None = None) -> Result:
+def plan_recipe(plan: Plan) -> Any:
+    """The plan's recipe (`merge.recipe.Recipe`) with its keys in canonical order. The model card
+    prints the recipe, so executor and verifiers must build it alike, whether their plan came
+    from the wire (canonical JSON, sorted keys) or from the proposer's own dict."""
     from merge.recipe import load_recipe
+
+    return load_recipe(json.loads(canonical_json(dict(plan.recipe))))
+
+
+def execute_merge(plan: Plan, ctx: JobContext, progress: Callable[[int, int], None] | None = None) -> Result:
     from registry.local import LocalRegistry
 
     start = time.perf_counter()
     work = ctx.work_dir(plan.plan_id, "execute")
-    recipe = load_recipe(dict(plan.recipe))
+    recipe = plan_recipe(plan)
     registry = LocalRegistry(ctx.home)
     try:
         made = merge_and_submit(recipe, work / f"merged-{plan.digest_hex[:12]}", plan_inputs(ctx, work),
@@ -107,24 +116,21 @@ def expected_folder_of(plan: Plan, signed: SignedResult, runnable: Any) -> Any:
     """What the plan's honest executor writes (`merge.outputs.FolderSpec`): the plan's recipe run
     as `execute_merge` runs it, on the device and version its signed provenance names."""
     from merge.outputs import expected_folder
-    from merge.recipe import load_recipe
 
     # The card names each input by its id, as written in the plan (identify_inputs names ids as they are).
-    return expected_folder(runnable, card_recipe=load_recipe(dict(plan.recipe)),
+    return expected_folder(runnable, card_recipe=plan_recipe(plan),
                            inputs={mid: mid for mid in plan.model_ids()}, device=signed.provenance.device,
                            version=signed.provenance.mergenet_version)
 
 
 def verify_merge(plan: Plan, result: Result, executor: str, ctx: JobContext) -> Attestation:
     """Attest `result` of `plan`, whose committed executor has key id `executor`."""
-    from merge.recipe import load_recipe
-
     work = ctx.work_dir(plan.plan_id, "verify")
     try:
         signed = fetch_signed_result(plan, result, executor, ctx, work, dict(plan.recipe))
         if isinstance(signed, Attestation):
             return signed
-        recipe = load_recipe(dict(plan.recipe))
+        recipe = plan_recipe(plan)
         recipe = recipe.with_models(plan_inputs(ctx, work).folders(recipe.model_refs()))
         spec = expected_folder_of(plan, signed, recipe)
         problem = folder_mismatch(signed.folder, spec.files, spec.weight_files(),

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from node.demo.cluster import LocalCluster
+from node.jobs.merge_jobs import plan_recipe
 from node.network.client import connect
 from node.network.remote import notify_submitted
 from node.plans.model import Commit, Member, Plan, PlanInput, Result, VerificationPolicy, canonical_json
@@ -196,7 +197,7 @@ def test_malicious_executor_caught_by_verifiers(network, models, cli, tmp_path):
     finally:
         reg.close()
     # Every file as the honest executor writes it (the card names the ids), every tensor shifted.
-    run_merge(load_recipe(recipe).with_models(folders), honest_dir, device="cpu", card_recipe=load_recipe(recipe),
+    run_merge(load_recipe(recipe).with_models(folders), honest_dir, device="cpu", card_recipe=plan_recipe(plan),
               inputs={m: m for m in plan.model_ids()}, version=MERGENET_VERSION)
     shift_tensors(honest_dir / "model.safetensors", 1e-2)
     reg = LocalRegistry(mallory_home)

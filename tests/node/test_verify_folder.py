@@ -137,6 +137,11 @@ def test_the_honest_result_passes_the_whole_folder_rule(world):
     # Re-signed with the very same files and claims, a result still passes: the rule is about
     # content, not about who wrote the folder.
     assert verify_plan(plan, doctored(world, no_edit), ctx.key_id, ctx).passed
+    # A verifier that got the plan over the wire (canonical JSON: its recipe's keys sorted) expects
+    # the very card the executor wrote from its own dict.
+    wire = Plan.from_dict(json.loads(plan.canonical()))
+    assert wire.plan_id == plan.plan_id and list(wire.recipe["models"][0]["parameters"]) == ["density", "weight"]
+    assert verify_plan(wire, honest, ctx.key_id, ctx).passed
 
 
 def test_the_sample_is_drawn_afresh_at_each_verification(world):
