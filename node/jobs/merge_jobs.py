@@ -25,7 +25,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node.jobs.claims import plan_submission
 from node.jobs.context import JobContext
@@ -35,6 +35,10 @@ from node.ops.inputs import InputResolver
 from node.ops.producing import merge_and_submit
 from node.plans import rules
 from node.plans.model import Attestation, Plan, Result, canonical_json
+
+if TYPE_CHECKING:
+    from merge.outputs import FolderSpec
+    from merge.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,7 @@ def plan_inputs(ctx: JobContext, work: Path) -> InputResolver:
     return InputResolver(ctx.fetcher(), work / "inputs", allow_paths=False)
 
 
-def plan_recipe(plan: Plan) -> Any:
+def plan_recipe(plan: Plan) -> Recipe:
     """The plan's recipe (`merge.recipe.Recipe`) with its keys in canonical order. The model card
     prints the recipe, so executor and verifiers must build it alike, whether their plan came
     from the wire (canonical JSON, sorted keys) or from the proposer's own dict."""
@@ -112,7 +116,7 @@ def check_tensors(recipe: Any, merged_dir: Path, names: list[str], tolerance: fl
     return worst, failing
 
 
-def expected_folder_of(plan: Plan, signed: SignedResult, runnable: Any) -> Any:
+def expected_folder_of(plan: Plan, signed: SignedResult, runnable: Recipe) -> FolderSpec:
     """What the plan's honest executor writes (`merge.outputs.FolderSpec`): the plan's recipe run
     as `execute_merge` runs it, on the device and version its signed provenance names."""
     from merge.outputs import expected_folder
