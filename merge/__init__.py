@@ -20,7 +20,10 @@ Homogeneous merge engine (modules and public API):
                 `run_merge(recipe, out_dir, *, device="auto", out_dtype=None, shard_size=...,
                 progress=None, inputs=None) -> MergeResult(out_dir, n_tensors, bytes_written,
                 seconds, device)`; `tensor_generator(seed, name, device)`.
-- `writer.py`   `ShardedWriter`: sharded safetensors written as tensors are computed.
+- `outputs.py`  `expected_folder(recipe, …) -> FolderSpec`: every non-tensor file's bytes and
+                the shard layout `run_merge` writes (what verifiers compare), `config_files`.
+- `writer.py`   `ShardedWriter`: sharded safetensors written as tensors are computed;
+                `ShardLayout` (shard files, headers, index) from the layout alone.
 - `card.py`     `model_card(recipe, inputs)`: README.md with the recipe and input ids.
 
 mergenet computes in float32 always and writes `out_dtype` (else `dtype`); with `dtype: float32`

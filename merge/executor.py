@@ -2,6 +2,7 @@
 
     result = run_merge(load_recipe("ties.yaml"), Path("out/merged"), device="auto")
     tensors = compute_tensors(recipe, ["model.layers.0.mlp.up_proj.weight"])   # spot-check
+    (the non-tensor files it writes come from `merge.outputs`, where a verifier computes them too)
     out = merge_tensor(task, inputs, base, method=METHODS["ties"], device="cpu")
 
 Fourth step of the pipeline (recipe → plan → method → executor → writer). Peak memory is about
@@ -15,7 +16,6 @@ or subset of tensors computed and are byte-identical run to run on the same devi
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -28,21 +28,16 @@ from typing import Any
 
 import torch
 
-from merge.card import model_card
 from merge.device import pick_device
-from merge.errors import MergeError, MergeInputError, RecipeError
-from merge.io import CENSUS, DTYPES, ModelReader
+from merge.errors import MergeError, MergeInputError
+from merge.io import CENSUS, ModelReader
 from merge.methods import MergeMethod
+from merge.outputs import CARD_FILE, card_bytes, config_files, requested_dtype, tensor_layout
 from merge.plan import MergePlan, TensorTask, plan_merge
-from merge.recipe import DTYPES as RECIPE_DTYPES
 from merge.recipe import Recipe
 from merge.writer import DEFAULT_SHARD_SIZE, ShardedWriter
 
 log = logging.getLogger(__name__)
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
-                   "merges.txt", "tokenizer.model", "added_tokens.json", "chat_template.jinja", "vocab.txt")
-CONFIG_FILES = ("config.json", "generation_config.json")
 
 
 @dataclass(frozen=True)
@@ -99,12 +94,6 @@ def merge_tensor(task: TensorTask, inputs: list[torch.Tensor], base: torch.Tenso
     return out
 
 
-def _out_dtype(task: TensorTask, requested: str | None) -> torch.dtype:
-    if not task.mergeable or requested is None:
-        return DTYPES[task.dtype]
-    return getattr(torch, requested)
-
-
 def _load(readers: dict[str, ModelReader], task: TensorTask, device: torch.device,
           ) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
     def get(src):
@@ -141,37 +130,6 @@ def check_out_dir(out_dir: Path) -> None:
             break
 
 
-def _write_config(plan: MergePlan, readers: dict[str, ModelReader], tmp: Path, out_dtype: str | None) -> None:
-    src = Path(plan.config_model)
-    for name in CONFIG_FILES:
-        if (src / name).is_file():
-            shutil.copyfile(src / name, tmp / name)
-    cfg_path = tmp / "config.json"
-    if not cfg_path.is_file():
-        return
-    cfg = json.loads(cfg_path.read_text())
-    n_in = next((cfg[k] for k in ("num_hidden_layers", "n_layer", "num_layers") if isinstance(cfg.get(k), int)), None)
-    if n_in is not None and list(plan.layer_sources) != list(range(n_in)):
-        # per-layer settings (e.g. Qwen2's layer_types) follow the layers they describe
-        for key, value in list(cfg.items()):
-            if isinstance(value, list) and len(value) == n_in:
-                cfg[key] = [value[i] for i in plan.layer_sources]
-    for key in ("num_hidden_layers", "n_layer", "num_layers"):
-        if isinstance(cfg.get(key), int):
-            cfg[key] = plan.n_layers
-    if plan.vocab_rows is not None and "vocab_size" in cfg:
-        cfg["vocab_size"] = plan.vocab_rows
-    if out_dtype:
-        cfg["torch_dtype"] = out_dtype
-        if "dtype" in cfg:
-            cfg["dtype"] = out_dtype
-    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    tok = Path(plan.tokenizer_model)
-    for name in TOKENIZER_FILES:
-        if (tok / name).is_file():
-            shutil.copyfile(tok / name, tmp / name)
-
-
 def _stream(plan: MergePlan, readers: dict[str, ModelReader], writer: ShardedWriter,
             layout: list[tuple[str, tuple[int, ...], torch.dtype]], dev: torch.device,
             progress: Callable[[int, int], None] | None) -> None:
@@ -202,9 +160,7 @@ def run_merge(recipe: Recipe, out_dir: Path | str, *, device: str = "auto", out_
     """
     out_dir = Path(out_dir).resolve()
     check_out_dir(out_dir)
-    if out_dtype is not None and out_dtype not in RECIPE_DTYPES:
-        raise RecipeError(f"output dtype {out_dtype!r} is not one of {', '.join(sorted(RECIPE_DTYPES))}")
-    requested = RECIPE_DTYPES[out_dtype] if out_dtype else (recipe.out_dtype or recipe.dtype)
+    requested = requested_dtype(recipe, out_dtype)
     dev = pick_device(device)
     start = time.perf_counter()
     readers: dict[str, ModelReader] = {}
@@ -212,13 +168,14 @@ def run_merge(recipe: Recipe, out_dir: Path | str, *, device: str = "auto", out_
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
         plan = plan_merge(recipe, readers)
-        layout = [(t.name, t.shape, _out_dtype(t, requested)) for t in plan.tasks]
+        layout = tensor_layout(plan, requested)
         writer = ShardedWriter(tmp, layout, shard_size)
         CENSUS.reset_peak()
         _stream(plan, readers, writer, layout, dev, progress)
-        _write_config(plan, readers, tmp, requested)
+        for name, data in config_files(plan, requested).items():
+            (tmp / name).write_bytes(data)
         idents = inputs() if callable(inputs) else inputs
-        (tmp / "README.md").write_text(model_card(card_recipe or recipe, idents, device=dev.type, version=version))
+        (tmp / CARD_FILE).write_bytes(card_bytes(card_recipe or recipe, idents, dev.type, version))
         if out_dir.exists():
             out_dir.rmdir()  # empty (checked above): replaced by the finished folder
         os.replace(tmp, out_dir)

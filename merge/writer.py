@@ -51,24 +51,55 @@ def _header(entries: list[_Entry]) -> bytes:
     return len(raw).to_bytes(8, "little") + raw
 
 
+@dataclass(frozen=True)
+class ShardLayout:
+    """Which declared tensor goes into which shard file, and each shard's exact header: computed
+    from the layout alone, so a verifier can tell what the writer would produce without tensors."""
+
+    shards: tuple[tuple[_Entry, ...], ...]
+    files: tuple[str, ...]
+
+    @classmethod
+    def of(cls, layout: list[tuple[str, tuple[int, ...], torch.dtype]],
+           shard_size: int = DEFAULT_SHARD_SIZE) -> ShardLayout:
+        shards: list[list[_Entry]] = [[]]
+        size = 0
+        for name, shape, dtype in layout:
+            e = _Entry(name, tuple(shape), dtype, _nbytes(tuple(shape), dtype))
+            if shards[-1] and size + e.nbytes > shard_size:
+                shards.append([])
+                size = 0
+            shards[-1].append(e)
+            size += e.nbytes
+        n = len(shards)
+        files = ["model.safetensors"] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        return cls(tuple(tuple(s) for s in shards), tuple(files))
+
+    def header(self, shard: int) -> bytes:
+        return _header(list(self.shards[shard]))
+
+    def file_size(self, shard: int) -> int:
+        return len(self.header(shard)) + sum(e.nbytes for e in self.shards[shard])
+
+    def index_json(self) -> bytes | None:
+        """The `model.safetensors.index.json` bytes of a multi-shard layout (None for one shard)."""
+        if len(self.files) == 1:
+            return None
+        entries = [(i, e) for i, shard in enumerate(self.shards) for e in shard]
+        index = {"metadata": {"total_size": sum(e.nbytes for _, e in entries)},
+                 "weight_map": {e.name: self.files[i] for i, e in entries}}
+        return (json.dumps(index, indent=2) + "\n").encode()
+
+
 class ShardedWriter:
     """Writes declared tensors, in declared order, into size-bounded safetensors shards."""
 
     def __init__(self, out_dir: Path, layout: list[tuple[str, tuple[int, ...], torch.dtype]],
                  shard_size: int = DEFAULT_SHARD_SIZE) -> None:
         self.out_dir = Path(out_dir)
-        self.shards: list[list[_Entry]] = [[]]
-        size = 0
-        for name, shape, dtype in layout:
-            e = _Entry(name, tuple(shape), dtype, _nbytes(tuple(shape), dtype))
-            if self.shards[-1] and size + e.nbytes > shard_size:
-                self.shards.append([])
-                size = 0
-            self.shards[-1].append(e)
-            size += e.nbytes
-        n = len(self.shards)
-        self.files = (["model.safetensors"] if n == 1
-                      else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)])
+        self.layout = ShardLayout.of(layout, shard_size)
+        self.shards = self.layout.shards
+        self.files = list(self.layout.files)
         self._order = [(i, e) for i, shard in enumerate(self.shards) for e in shard]
         self._next = 0
         self._fh: BinaryIO | None = None
@@ -94,7 +125,7 @@ class ShardedWriter:
     def _open(self, shard: int) -> None:
         self._close()
         self._fh = open(self.out_dir / self.files[shard], "wb")  # noqa: SIM115 - stays open across write() calls
-        header = _header(self.shards[shard])
+        header = self.layout.header(shard)
         self._fh.write(header)
         self.bytes_written += len(header)
         self._shard = shard
@@ -110,10 +141,9 @@ class ShardedWriter:
         self._close()
         if self._next != len(self._order):
             raise MergeError(f"merge stopped after {self._next} of {len(self._order)} tensors")
-        if len(self.files) > 1:
-            index = {"metadata": {"total_size": sum(e.nbytes for _, e in self._order)},
-                     "weight_map": {e.name: self.files[i] for i, e in self._order}}
-            (self.out_dir / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+        index = self.layout.index_json()
+        if index is not None:
+            (self.out_dir / INDEX_FILE).write_bytes(index)
             return [*self.files, INDEX_FILE]
         return list(self.files)
 

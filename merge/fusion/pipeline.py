@@ -209,14 +209,27 @@ def _align(model: Path, src: cap_mod.Capture, tgt: cap_mod.Capture, target_vocab
     return proj
 
 
+def write_model_files(model: Any, tok: Any, folder: Path) -> None:
+    """A fused model's weights, config, generation config and tokenizer files: all but its card."""
+    model.to("cpu").save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+
+
+def expected_model_files(target: Path, folder: Path) -> None:
+    """Write into `folder` what `run_fusion` writes beside its card when it trains `target`, with
+    the target's untrained weights: training changes tensor values only, so the config,
+    generation config and tokenizer bytes and the tensor layout (files, names, dtypes, shapes)
+    are those of the fused model. A verifier compares a fused folder with this one."""
+    write_model_files(cap_mod.load_model(Path(target), "cpu"), cap_mod.load_tokenizer(Path(target)), folder)
+
+
 def _write_output(model: Any, tok: Any, recipe: FusionRecipe, result: FusionResult, out_dir: Path,
                   version: str) -> None:
     """Temp folder next to the destination, then one rename: never a half-written visible folder."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
-        model.to("cpu").save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
+        write_model_files(model, tok, tmp)
         (tmp / "README.md").write_text(model_card(recipe, result.to_dict(), version), encoding="utf-8")
         # mkdtemp (and some savers) create owner-only modes; a published model is meant to be read.
         for path in (tmp, *tmp.iterdir()):

@@ -3,9 +3,11 @@
 - `JobRunner` (daemon worker threads fed from a queue) → runner.py
 - `JobContext` (home, key, address, device, fetch/announce models) → context.py
 - fetching inputs from the local store or holders → inputs.py
-- signer and provenance checks every verifier makes first → results.py
-- `execute_merge`, `verify_merge` (recompute a seeded share of tensors) → merge_jobs.py
-- `execute_fusion`, `verify_fusion` (measure held-out loss) → fusion_jobs.py
+- signer, provenance and manifest checks every verifier makes first → results.py
+- the manifest claims of a plan's output, for executor and verifiers alike → claims.py
+- the whole-folder rule (exactly the files the recipe writes, byte for byte) → folder.py
+- `execute_merge`, `verify_merge` (whole folder, then a freshly drawn share of tensors) → merge_jobs.py
+- `execute_fusion`, `verify_fusion` (whole folder, then held-out loss) → fusion_jobs.py
 - `NodeJobs`, `execute_plan`, `verify_plan` (the one dispatch on plan kind; bids, runner,
   attestation index for the plan engine) → node_jobs.py
 """

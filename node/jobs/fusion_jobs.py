@@ -8,25 +8,30 @@ The executor fetches the models with the same code as a weight merge, writes the
 a `merged` model whose signed provenance names the plan, the inputs, the recipe (without the data
 bytes), the data's sha256, version, device and executor. A verifier cannot recompute training
 cheaply, so it measures: response cross-entropy in nats per character on the held-out lines, for
-the merged model and the original target, judged by `node.plans.fusion.verdict`.
+the merged model and the original target, judged by `node.plans.fusion.verdict`. Before that it
+applies the whole-folder rule: config, generation config, tokenizer files and tensor layout are
+those `merge.fusion.expected_model_files` writes for the target (training changes tensor values
+only), and the card is one `merge.fusion.card.card_pattern` allows (only measured numbers free).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from node.jobs.claims import plan_submission
 from node.jobs.context import JobContext
+from node.jobs.folder import folder_mismatch, weight_layout
 from node.jobs.merge_jobs import plan_inputs
-from node.jobs.results import fetch_signed_result
-from node.ops.producing import Submission, fuse_and_submit
-from node.plans import fusion, rules
+from node.jobs.results import SignedResult, fetch_signed_result
+from node.ops.producing import fuse_and_submit
+from node.plans import fusion
 from node.plans.model import Attestation, Plan, Result
-from registry.ids import PlanId
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +57,7 @@ def execute_fusion(plan: Plan, ctx: JobContext, progress: Callable[[int, int], N
     recipe = load_recipe({**fusion.settings(plan.recipe), "data": str(train)})
     out = work / f"merged-{plan.digest_hex[:12]}"
     shutil.rmtree(out, ignore_errors=True)  # left by a run interrupted before submit; steps are reused
-    target = next(i.model_id for i in plan.inputs if i.role == "target")
-    submission = Submission(base=target, license=plan.license, policy=rules.output_policy(plan),
-                            name=f"fused-{plan.digest_hex[:12]}",
-                            tags=("mergenet-plan", "fusion"), plan_id=PlanId.parse(plan.plan_id),
-                            executor=ctx.key_id, consent_keys=rules.output_consent_keys(plan))
+    submission = plan_submission(plan, ctx.key_id)
     registry = LocalRegistry(ctx.home)
     try:
         made = fuse_and_submit(recipe, out, plan_inputs(ctx, work), registry=registry, submit=submission,
@@ -83,19 +84,54 @@ def heldout_loss(model_dir: Path, heldout: Path, max_length: int, batch_size: in
     return loss if math.isfinite(loss) else float("inf")
 
 
+def fused_folder_mismatch(plan: Plan, signed: SignedResult, target_dir: Path, train: Path, work: Path) -> str | None:
+    """The whole-folder rule for a fused result: every file but the tensor values as `run_fusion`
+    writes it for the plan's target, the card as `model_card` writes it up to measured numbers."""
+    from merge.fusion import load_recipe
+    from merge.fusion.card import card_pattern
+    from merge.fusion.data import file_sha256, load_examples
+    from merge.fusion.pipeline import expected_model_files
+    from merge.outputs import CARD_FILE
+
+    reference = work / "reference"
+    expected_model_files(target_dir, reference)
+    weights = weight_layout(reference)
+    files = {name: (reference / name).read_bytes() for name in os.listdir(reference) if name not in weights}
+    card = (signed.folder / CARD_FILE).read_bytes() if (signed.folder / CARD_FILE).is_file() else b""
+    files[CARD_FILE] = card  # compared below by pattern, since training measured its numbers
+    problem = folder_mismatch(signed.folder, files, weights, signed.manifest.get("tokenizer_fingerprint"))
+    if problem:
+        return problem
+    examples = len(load_examples(train))
+    if signed.provenance.train_examples != examples:
+        return (f"the merged model's signed provenance says train_examples {signed.provenance.train_examples}, "
+                f"the plan's training data has {examples}")
+    recipe = load_recipe({**fusion.settings(plan.recipe), "data": str(train)})
+    pattern = card_pattern(recipe, examples=examples, data_sha256=file_sha256(train),
+                           device=signed.provenance.device, version=signed.provenance.mergenet_version)
+    if not pattern.fullmatch(card.decode("utf-8", errors="replace")):
+        return f"{CARD_FILE} is not the card run_fusion writes for this plan (other text, claims or inputs)"
+    return None
+
+
 def verify_fusion(plan: Plan, result: Result, executor: str, ctx: JobContext) -> Attestation:
     """Attest `result` of fusion `plan` by measurement, whose committed executor is `executor`."""
     work = ctx.work_dir(plan.plan_id, "verify")
-    merged_dir, refusal = fetch_signed_result(plan, result, executor, ctx, work, fusion.provenance_recipe(plan.recipe))
-    if refusal is not None:
-        return refusal
-    _, heldout = _split(plan, work)
-    target = next(i.model_id for i in plan.inputs if i.role == "target")
-    target_dir = ctx.fetch(target, work / "inputs")
-    max_length, batch = int(plan.recipe.get("max_length", 512)), int(plan.recipe.get("batch_size", 8))
-    merged_loss = heldout_loss(merged_dir, heldout, max_length, batch, ctx.device)
-    target_loss = heldout_loss(target_dir, heldout, max_length, batch, ctx.device)
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        signed = fetch_signed_result(plan, result, executor, ctx, work, fusion.provenance_recipe(plan.recipe))
+        if isinstance(signed, Attestation):
+            return signed
+        train, heldout = _split(plan, work)
+        target = next(i.model_id for i in plan.inputs if i.role == "target")
+        target_dir = ctx.fetch(target, work / "inputs")
+        problem = fused_folder_mismatch(plan, signed, target_dir, train, work)
+        if problem:
+            return Attestation(plan.plan_id, result.model_id, (), 0.0, False, problem)
+        max_length, batch = int(plan.recipe.get("max_length", 512)), int(plan.recipe.get("batch_size", 8))
+        merged_loss = heldout_loss(signed.folder, heldout, max_length, batch, ctx.device)
+        target_loss = heldout_loss(target_dir, heldout, max_length, batch, ctx.device)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     passed, detail = fusion.verdict(merged_loss, target_loss, plan.verification.tolerance)
     scores = {"heldout_loss": fusion.finite(merged_loss), "target_heldout_loss": fusion.finite(target_loss)}
     log.info("plan %s: %s", plan.plan_id, detail)

@@ -1,36 +1,51 @@
-"""Weight-merge plans: the executor merges and signs; verifiers recompute a sample of tensors.
+"""Weight-merge plans: the executor merges and signs; verifiers check the whole folder and
+recompute a sample of tensors.
 
     result = execute_merge(plan, ctx, progress)      # a Result naming the new model id
     att = verify_merge(plan, result, executor, ctx)  # passed or not, with the worst difference
 
 The executor runs `node.ops.merge_and_submit` on the plan's inputs fetched by id (never a path),
 so the merged manifest carries the same `Provenance` as a CLI merge plus the plan id and the
-executor's key. A recomputed tensor matches when |recomputed − stored| ≤ tolerance + 2 ulp(output
+executor's key, and the claims `claims.plan_submission` gives. A verifier first demands that
+every file but the tensor data is what `merge.outputs.expected_folder` computes from the plan's
+recipe and inputs (config, tokenizer, card, shard headers; nothing else), then recomputes a
+share of the tensors drawn with randomness it creates when it verifies: the executor signed its
+result before that randomness existed, so it cannot tamper only with tensors nobody checks.
+A recomputed tensor matches when |recomputed − stored| ≤ tolerance + 2 ulp(output
 dtype) · |recomputed| element-wise, after rounding the float32 recomputation to the stored dtype:
 executors on other devices differ only by accumulation order, a tampered tensor by far more.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import secrets
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from node.jobs.claims import plan_submission
 from node.jobs.context import JobContext
-from node.jobs.results import fetch_signed_result
+from node.jobs.folder import folder_mismatch
+from node.jobs.results import SignedResult, fetch_signed_result
 from node.ops.inputs import InputResolver
-from node.ops.producing import Submission, merge_and_submit
+from node.ops.producing import merge_and_submit
 from node.plans import rules
-from node.plans.model import Attestation, Plan, Result
-from registry.ids import PlanId
+from node.plans.model import Attestation, Plan, Result, canonical_json
+
+if TYPE_CHECKING:
+    from merge.outputs import FolderSpec
+    from merge.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
 # Reported as the difference of tensors that cannot be compared (shape, NaN): JSON has no inf.
 UNBOUNDED = 1e30
+# Bytes of fresh randomness behind each verifier's sample: unguessable, and a new draw every time.
+SAMPLE_SEED_BYTES = 32
 
 
 def plan_inputs(ctx: JobContext, work: Path) -> InputResolver:
@@ -38,22 +53,26 @@ def plan_inputs(ctx: JobContext, work: Path) -> InputResolver:
     return InputResolver(ctx.fetcher(), work / "inputs", allow_paths=False)
 
 
-def execute_merge(plan: Plan, ctx: JobContext, progress: Callable[[int, int], None] | None = None) -> Result:
+def plan_recipe(plan: Plan) -> Recipe:
+    """The plan's recipe (`merge.recipe.Recipe`) with its keys in canonical order. The model card
+    prints the recipe, so executor and verifiers must build it alike, whether their plan came
+    from the wire (canonical JSON, sorted keys) or from the proposer's own dict."""
     from merge.recipe import load_recipe
+
+    return load_recipe(json.loads(canonical_json(dict(plan.recipe))))
+
+
+def execute_merge(plan: Plan, ctx: JobContext, progress: Callable[[int, int], None] | None = None) -> Result:
     from registry.local import LocalRegistry
 
     start = time.perf_counter()
     work = ctx.work_dir(plan.plan_id, "execute")
-    recipe = load_recipe(dict(plan.recipe))
-    base = next((i.model_id for i in plan.inputs if i.role == "base"), None)
-    submission = Submission(base=base, license=plan.license, policy=rules.output_policy(plan),
-                            name=f"merged-{plan.digest_hex[:12]}",
-                            tags=("mergenet-plan",), plan_id=PlanId.parse(plan.plan_id), executor=ctx.key_id,
-                            consent_keys=rules.output_consent_keys(plan))
+    recipe = plan_recipe(plan)
     registry = LocalRegistry(ctx.home)
     try:
         made = merge_and_submit(recipe, work / f"merged-{plan.digest_hex[:12]}", plan_inputs(ctx, work),
-                                registry=registry, submit=submission, device=ctx.device, progress=progress)
+                                registry=registry, submit=plan_submission(plan, ctx.key_id), device=ctx.device,
+                                progress=progress)
     finally:
         registry.close()
     ctx.announce([made.record.id])
@@ -97,26 +116,42 @@ def check_tensors(recipe: Any, merged_dir: Path, names: list[str], tolerance: fl
     return worst, failing
 
 
+def expected_folder_of(plan: Plan, signed: SignedResult, runnable: Recipe) -> FolderSpec:
+    """What the plan's honest executor writes (`merge.outputs.FolderSpec`): the plan's recipe run
+    as `execute_merge` runs it, on the device and version its signed provenance names."""
+    from merge.outputs import expected_folder
+
+    # The card names each input by its id, as written in the plan (identify_inputs names ids as they are).
+    return expected_folder(runnable, card_recipe=plan_recipe(plan),
+                           inputs={mid: mid for mid in plan.model_ids()}, device=signed.provenance.device,
+                           version=signed.provenance.mergenet_version)
+
+
 def verify_merge(plan: Plan, result: Result, executor: str, ctx: JobContext) -> Attestation:
     """Attest `result` of `plan`, whose committed executor has key id `executor`."""
-    from merge.io import ModelReader
-    from merge.recipe import load_recipe
-
     work = ctx.work_dir(plan.plan_id, "verify")
-    merged_dir, refusal = fetch_signed_result(plan, result, executor, ctx, work, dict(plan.recipe))
-    if refusal is not None:
-        return refusal
-    recipe = load_recipe(dict(plan.recipe))
-    recipe = recipe.with_models(plan_inputs(ctx, work).folders(recipe.model_refs()))
-    with ModelReader(merged_dir) as reader:
-        all_names = reader.names()
-    seed = f"{plan.plan_id}|{result.model_id}|{ctx.key_id}"
-    names = rules.spot_check_names(all_names, plan.verification.spot_check, seed)
-    worst, failing = check_tensors(recipe, merged_dir, names, plan.verification.tolerance, device=ctx.device)
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        signed = fetch_signed_result(plan, result, executor, ctx, work, dict(plan.recipe))
+        if isinstance(signed, Attestation):
+            return signed
+        recipe = plan_recipe(plan)
+        recipe = recipe.with_models(plan_inputs(ctx, work).folders(recipe.model_refs()))
+        spec = expected_folder_of(plan, signed, recipe)
+        problem = folder_mismatch(signed.folder, spec.files, spec.weight_files(),
+                                  signed.manifest.get("tokenizer_fingerprint"))
+        if problem:
+            return Attestation(plan.plan_id, result.model_id, (), 0.0, False, problem)
+        # Drawn now, after the result was signed and announced; the attestation lists the sample.
+        seed = secrets.token_bytes(SAMPLE_SEED_BYTES).hex()
+        names = rules.spot_check_names(spec.tensors, plan.verification.spot_check, seed)
+        worst, failing = check_tensors(recipe, signed.folder, names, plan.verification.tolerance, device=ctx.device)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     if failing:
         detail = f"{len(failing)} of {len(names)} tensors differ, e.g. {failing[0]} (max abs diff {worst:.3g})"
         return Attestation(plan.plan_id, result.model_id, tuple(names), worst, False, detail)
-    log.info("plan %s: %d tensors of %s match (max abs diff %.3g)", plan.plan_id, len(names), result.model_id, worst)
+    log.info("plan %s: folder and %d tensors of %s match (max abs diff %.3g)", plan.plan_id, len(names),
+             result.model_id, worst)
     return Attestation(plan.plan_id, result.model_id, tuple(names), worst, True,
-                       f"{len(names)} of {len(all_names)} tensors recomputed and matched")
+                       f"every file as the recipe writes it; {len(names)} of {len(spec.tensors)} tensors "
+                       "recomputed and matched")

@@ -257,7 +257,9 @@ def capacity_score(memory_bytes: int, gpu: bool, cpus: int, busy_jobs: int) -> f
 
 
 def spot_check_names(names: Sequence[str], share: float, seed: str) -> list[str]:
-    """A seeded sample of ceil(share × n) tensor names (at least one), sorted."""
+    """A seeded sample of ceil(share × n) tensor names (at least one; all when share is 1), sorted.
+    A verifier seeds it with fresh randomness drawn after the result is announced, so that an
+    executor cannot know which tensors will be checked; `share` 1.0 needs no seed to be safe."""
     ordered = sorted(names)
     if not ordered:
         return []

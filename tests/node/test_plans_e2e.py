@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from node.demo.cluster import LocalCluster
+from node.jobs.merge_jobs import plan_recipe
 from node.network.client import connect
 from node.network.remote import notify_submitted
 from node.plans import rules
@@ -35,7 +36,8 @@ from protos import mergenet_pb2 as pb
 from protos import mergenet_pb2_grpc as pb_grpc
 from registry.identity import Identity
 from registry.local import LocalRegistry
-from tests.node.forge import plan_provenance
+from registry.version import MERGENET_VERSION
+from tests.node.forge import shift_tensors, submit_as_executor
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -171,8 +173,6 @@ def test_closed_model_refused_at_propose(network, models, cli, tmp_path, model_c
 
 
 def test_malicious_executor_caught_by_verifiers(network, models, cli, tmp_path):
-    from safetensors.torch import load_file, save_file
-
     _, alpha, beta, _gamma, _ = network
     base, e1, e2, recipe, _ = models
     mallory_home = tmp_path / "mallory"
@@ -226,14 +226,13 @@ def test_malicious_executor_caught_by_verifiers(network, models, cli, tmp_path):
         folders[e2] = str(reg.materialize(e2, tmp_path / e2[7:19]))
     finally:
         reg.close()
-    run_merge(load_recipe(recipe).with_models(folders), honest_dir, device="cpu")
-    weights = honest_dir / "model.safetensors"
-    tensors = {k: v + 1e-2 for k, v in load_file(str(weights)).items()}
-    save_file(tensors, str(weights), metadata={"format": "pt"})
+    # Every file as the honest executor writes it (the card names the ids), every tensor shifted.
+    run_merge(load_recipe(recipe).with_models(folders), honest_dir, device="cpu", card_recipe=plan_recipe(plan),
+              inputs={m: m for m in plan.model_ids()}, version=MERGENET_VERSION)
+    shift_tensors(honest_dir / "model.safetensors", 1e-2)
     reg = LocalRegistry(mallory_home)
     try:
-        tampered = reg.submit(honest_dir, kind="merged", license="MIT",
-                              provenance=plan_provenance(plan, "cpu", mallory.key_id)).id
+        tampered = submit_as_executor(reg, honest_dir, plan, mallory.key_id)
     finally:
         reg.close()
     reg = LocalRegistry(alpha.home)  # alpha holds (and serves) mallory's signed folder

@@ -201,7 +201,7 @@ def test_verifier_fails_a_merged_model_worse_than_its_target(fused_world, tmp_pa
     from node.jobs.context import JobContext
     from node.jobs.fusion_jobs import verify_fusion
     from node.plans.model import Plan, Result, VerificationPolicy
-    from tests.node.forge import plan_provenance
+    from tests.node.forge import fused_folder, submit_as_executor
 
     _, _, _, data, copies = fused_world
     home = tmp_path / "home"
@@ -214,11 +214,10 @@ def test_verifier_fails_a_merged_model_worse_than_its_target(fused_world, tmp_pa
         recipe = fusion.inline_recipe(settings, data.read_bytes())
         plan = Plan.new(proposer=ident.key_id, proposer_address="127.0.0.1:1", inputs=fusion.inputs_of(recipe),
                         recipe=recipe, license="MIT", verification=VerificationPolicy(2, 0.1, 0.05))
-        prov = plan_provenance(plan, "cpu", ident.key_id, train_examples=18)
-        noisy = perturb_model(tmp_path / "t", tmp_path / "noisy", seed=5, scale=1.0, density=1.0)
-        bad = reg.submit(noisy, kind="merged", name="noisy", provenance=prov).id
-        same = reg.submit(shutil.copytree(tmp_path / "t", tmp_path / "same"), kind="merged", name="same",
-                          provenance=prov).id
+        same_dir, n = fused_folder(plan, tmp_path / "t", tmp_path / "same", tmp_path / "work")
+        noisy = perturb_model(same_dir, tmp_path / "noisy", seed=5, scale=1.0, density=1.0)
+        bad = submit_as_executor(reg, noisy, plan, ident.key_id, train_examples=n)
+        same = submit_as_executor(reg, same_dir, plan, ident.key_id, train_examples=n)
     finally:
         reg.close()
     ctx = JobContext(home, ident.key_id, lambda: "127.0.0.1:1")
@@ -229,3 +228,59 @@ def test_verifier_fails_a_merged_model_worse_than_its_target(fused_world, tmp_pa
     assert att.passed and att.scores["heldout_loss"] == pytest.approx(att.scores["target_heldout_loss"]), att
     att = verify_fusion(plan, Result(plan.plan_id, same, "127.0.0.1:1", "cpu", 1.0), "someone-else", ctx)
     assert not att.passed and "committed executor" in att.detail and not att.scores
+
+
+def test_verifier_fails_a_fused_result_with_doctored_files_or_claims(fused_world, tmp_path):
+    """The whole-folder rule for fusion: with the target's own (passing) weights, a result that
+    ships code, rewrites the chat template or the card, or claims another license or eval scores
+    is refused with the file or field named."""
+    from node.jobs.context import JobContext
+    from node.jobs.fusion_jobs import verify_fusion
+    from node.plans.model import Plan, Result, VerificationPolicy
+    from tests.node.forge import fused_folder, submit_as_executor
+
+    _, _, _, data, copies = fused_world
+    home = tmp_path / "home"
+
+    def edit_json(path, **changes):
+        path.write_text(json.dumps({**json.loads(path.read_text()), **changes}, indent=2))
+
+    def remote_code(folder):
+        edit_json(folder / "config.json", auto_map={"AutoModelForCausalLM": "modeling_evil.Evil"})
+        (folder / "modeling_evil.py").write_text("import os\nos.system('sh')\n")
+
+    def card(folder):
+        text = (folder / "README.md").read_text()
+        (folder / "README.md").write_text(text.replace("# Fused model", "# Fused model\n\nLicense: Apache-2.0. "
+                                                       "MMLU 93%, beats GPT-4."))
+
+    cases = [
+        (remote_code, {}, "modeling_evil.py"),
+        (lambda f: edit_json(f / "tokenizer_config.json", chat_template="{{ 'obey: ' + messages[0]['content'] }}"),
+         {}, "tokenizer_config.json differs"),
+        (lambda f: edit_json(f / "generation_config.json", temperature=2.0), {}, "generation_config.json differs"),
+        (card, {}, "README.md is not the card run_fusion writes"),
+        (lambda f: None, {"license": "Apache-2.0"}, "license is 'Apache-2.0'"),
+        (lambda f: None, {"eval_scores": {"heldout_loss": 0.01}}, "claims eval_scores (heldout_loss)"),
+        (lambda f: None, {"train_examples": 99}, "train_examples 99"),
+    ]
+    reg = LocalRegistry(home)
+    try:
+        ident = reg.identity()
+        target = reg.submit(shutil.copytree(copies["target"], tmp_path / "t"), name="t", license="MIT").id
+        src = reg.submit(shutil.copytree(copies["src_char"], tmp_path / "s"), name="s", license="MIT").id
+        settings = {"target": target, "sources": [src], "epochs": 1, "batch_size": 6, "max_length": 48}
+        recipe = fusion.inline_recipe(settings, data.read_bytes())
+        plan = Plan.new(proposer=ident.key_id, proposer_address="127.0.0.1:1", inputs=fusion.inputs_of(recipe),
+                        recipe=recipe, license="MIT", verification=VerificationPolicy(2, 0.1, 0.05))
+        results = []
+        for i, (edit, claims, _) in enumerate(cases):
+            folder, n = fused_folder(plan, tmp_path / "t", tmp_path / f"doctored-{i}", tmp_path / "work")
+            edit(folder)
+            results.append(submit_as_executor(reg, folder, plan, ident.key_id, **{"train_examples": n, **claims}))
+    finally:
+        reg.close()
+    ctx = JobContext(home, ident.key_id, lambda: "127.0.0.1:1")
+    for (_, _, reason), model_id in zip(cases, results, strict=True):
+        att = verify_fusion(plan, Result(plan.plan_id, model_id, "127.0.0.1:1", "cpu", 1.0), ident.key_id, ctx)
+        assert not att.passed and reason in att.detail and not att.scores, (reason, att.detail)
