@@ -1,5 +1,11 @@
 """What every command handler gets: the resolved home, `--json` mode, output and progress.
 
+A client command proves it is the operator of the node running on its home by sending the
+home's token (`Context.node_credential`) to that node's address as `node.json` records it. Any
+other address gets nothing, so a node of another home never learns the token, and its
+operator-only calls (plan propose, plan consent, the submit notice) refuse the command: a
+PeerError, exit 1, since the command was fine and a peer said no.
+
 Library code reports progress through a plain `progress(done, total)` callback; only this
 module draws bars (on stderr, so `--json` output on stdout stays one clean document).
 """
@@ -13,7 +19,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from node.errors import NodeError
+
+if TYPE_CHECKING:  # grpc loads only for the commands that talk to a node
+    from node.network.client import Metadata
 
 DEFAULT_HOME = "~/.mergenet"
 HOME_ENV = "MERGENET_HOME"
@@ -60,6 +71,30 @@ class Context:
     def node_addr(self, flag: str | None) -> str:
         """The local node a client command talks to (see `resolve_node`)."""
         return resolve_node(flag, self.home)
+
+    def node_credential(self, addr: str) -> Metadata:
+        """The operator token as call metadata when `addr` is the node running on this home (the
+        address in its node.json), else nothing; NodeError when that node's token file is unusable."""
+        from node.network.client import operator_metadata
+        from node.process.daemon import read_node_file
+
+        info = read_node_file(self.home)
+        if not info or info.get("addr") != addr:
+            return ()
+        return operator_metadata(self.home)
+
+    def notify_node(self, addr: str, model_id: str) -> bool:
+        """Tell the node at `addr` that a model was just stored in this home, so it advertises it now.
+        Best effort, it never fails the command: False when no node listens, the node belongs to
+        another home, or this home's token file is unusable (said on stderr)."""
+        from node.network.remote import notify_submitted
+
+        try:
+            credential = self.node_credential(addr)
+        except NodeError as exc:
+            self.note(f"warning: {exc}")
+            return False
+        return notify_submitted(addr, model_id, credential)
 
     def note(self, text: str) -> None:
         """Human-facing remarks that are not results: stderr, so stdout stays parseable."""

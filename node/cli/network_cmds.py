@@ -110,9 +110,7 @@ def cmd_pull(args: argparse.Namespace, ctx: Context) -> int:
         result = pull(args.model_id, ctx.home, out, sources=sources, node_addr=node_addr,
                       trusted_only=args.trusted_only, progress=progress)
     if result.sources != ("local",) and node_addr:
-        from node.network.remote import notify_submitted
-
-        notify_submitted(node_addr, result.model_id)
+        ctx.notify_node(node_addr, result.model_id)
     data = {"id": result.model_id, "path": str(result.path), "sources": list(result.sources),
             "bytes_fetched": result.bytes_fetched}
     origin = "local store" if result.sources == ("local",) else ", ".join(result.sources)

@@ -144,7 +144,8 @@ def resolve_models(recipe_path: Path, ctx: Context) -> dict[str, Any]:
 def client(ctx: Context, flag: str | None) -> Any:
     from node.plans.client import PlansClient
 
-    return PlansClient(ctx.node_addr(flag))
+    addr = ctx.node_addr(flag)
+    return PlansClient(addr, ctx.node_credential(addr))
 
 
 def cmd_propose(args: argparse.Namespace, ctx: Context) -> int:

@@ -108,18 +108,11 @@ def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
                              license=args.license, policy=args.policy, name=args.name, progress=progress)
     finally:
         reg.close()
-    notified = _notify(resolve_node(args.node, ctx.home), rec.id)
+    notified = ctx.notify_node(resolve_node(args.node, ctx.home), rec.id)
     data = rec.to_dict(trusted=True)
     data["node_notified"] = notified
     ctx.emit(data, rec.id)
     return 0
-
-
-def _notify(node_addr: str, model_id: str) -> bool:
-    """Tell the local node (if one runs) so it advertises the model now; never fails the submit."""
-    from node.network.remote import notify_submitted
-
-    return notify_submitted(node_addr, model_id)  # False when no node listens
 
 
 def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:

@@ -43,6 +43,7 @@ class NodeProc:
 
     def submit(self, folder: Path, **kw: Any) -> str:
         """Submit `folder` into this node's home (as `mergenet submit` would) and have it advertised."""
+        from node.network.client import operator_metadata
         from node.network.remote import notify_submitted
         from registry.local import LocalRegistry
 
@@ -51,7 +52,7 @@ class NodeProc:
             model_id = registry.submit(folder, **kw).id
         finally:
             registry.close()
-        notify_submitted(self.addr, model_id)
+        notify_submitted(self.addr, model_id, operator_metadata(self.home))
         return model_id
 
 

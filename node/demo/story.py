@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node.demo.cluster import LocalCluster
+from node.demo.cluster import LocalCluster, NodeProc
 from node.errors import NodeError
+from node.network.client import operator_metadata
 from node.plans.client import PlansClient
 from node.plans.model import VerificationPolicy
 
@@ -86,9 +87,10 @@ def _wait_plan(addr: str, plan_id: str, narrator: _Narrator, timeout: float) -> 
     return PlansClient(addr).wait(plan_id, timeout, on_update=narrator.update)
 
 
-def _propose(addr: str, recipe: dict[str, Any]) -> str:
-    return PlansClient(addr).propose(recipe, VerificationPolicy(verifiers=2, spot_check=0.25, tolerance=1e-4),
-                                     ttl_s=600)
+def _propose(node: NodeProc, recipe: dict[str, Any]) -> str:
+    """Propose as the node's operator: the demo shares each node's home, so it holds its token."""
+    client = PlansClient(node.addr, operator_metadata(node.home))
+    return client.propose(recipe, VerificationPolicy(verifiers=2, spot_check=0.25, tolerance=1e-4), ttl_s=600)
 
 
 def _evaluate(folders: dict[str, Path], seed: int) -> dict[str, float]:
@@ -162,7 +164,7 @@ def _story(opts: DemoOptions, workdir: Path, say: Callable[[str], None], start: 
                   "parameters": {"normalize": True},
                   "models": [{"model": exp1, "parameters": {"weight": 0.5, "density": 0.6}},
                              {"model": exp2, "parameters": {"weight": 0.5, "density": 0.6}}]}
-        plan_id = _propose(gamma.addr, recipe)
+        plan_id = _propose(gamma, recipe)
         say(f"4. gamma proposes a TIES merge of expert-1 and expert-2: plan {plan_id}")
         doc = _wait_plan(gamma.addr, plan_id, _Narrator(say, names), PLAN_TIMEOUT_S)
         summary["plan"] = {k: doc[k] for k in ("plan_id", "state", "reason", "license", "executor", "verifiers",

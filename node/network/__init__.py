@@ -1,7 +1,7 @@
 """How a node sees other nodes: gRPC client helpers, the peer table, DHT records and discovery,
 and the view of remote models built from verified ads.
 
-- `connect`, stubs, `rpc_error` → client.py
+- `connect`, stubs, `rpc_error`, `operator_metadata` (the operator token as call metadata) → client.py
 - `PeerTable` (known peers, misbehaviour memory) → peers.py
 - DHT key names, timing constants, `NodeRecord` → dht_records.py (no hivemind import)
 - `Discovery` (the hivemind DHT child process) → discovery.py

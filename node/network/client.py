@@ -2,6 +2,7 @@
 
     with connect("127.0.0.1:7470") as ch:
         info = registry_stub(ch).GetNetworkInfo(pb.NetworkInfoRequest(), timeout=5)
+    plans_stub.Propose(request, metadata=operator_metadata(home))   # only the node of `home` accepts it
 
 `rpc_error(exc, addr)` turns a grpc.RpcError into a one-sentence PeerError for the CLI.
 """
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import grpc
 
 from node.errors import PeerError
+from node.process.auth import TOKEN_METADATA_KEY, read_token
 from protos import mergenet_pb2 as pb
 from protos import mergenet_pb2_grpc as pb_grpc
 from registry.services.transfer_service import CHUNK_SIZE
@@ -26,6 +29,9 @@ CHANNEL_OPTIONS = (
 )
 # Short calls (manifests, gossip, info) give up after this long; transfers set their own.
 CALL_TIMEOUT_S = 10.0
+
+# gRPC call metadata: (key, value) pairs sent with a call.
+Metadata = tuple[tuple[str, str], ...]
 
 
 @contextmanager
@@ -45,6 +51,12 @@ def transfer_stub(channel: grpc.Channel) -> pb_grpc.TransferStub:
     return pb_grpc.TransferStub(channel)
 
 
+def operator_metadata(home: Path) -> Metadata:
+    """The call metadata that proves to the node running on `home` that its operator calls; NodeError
+    when the home holds no usable token. Send it only to that node: the token is its operator's."""
+    return ((TOKEN_METADATA_KEY, read_token(home)),)
+
+
 def rpc_error(exc: grpc.RpcError, addr: str) -> PeerError:
     code = exc.code() if hasattr(exc, "code") else None
     if code == grpc.StatusCode.UNAVAILABLE:
@@ -52,6 +64,8 @@ def rpc_error(exc: grpc.RpcError, addr: str) -> PeerError:
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return PeerError(f"the node at {addr} did not answer in time")
     detail = exc.details() if hasattr(exc, "details") else str(exc)
+    if code == grpc.StatusCode.PERMISSION_DENIED:  # an operator-only call without this home's token
+        return PeerError(f"the node at {addr} refused: {detail}; run the command from that node's home")
     return PeerError(f"the node at {addr} refused the request ({code.name if code else 'error'}: {detail})")
 
 

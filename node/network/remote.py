@@ -2,7 +2,8 @@
 
     list_remote("127.0.0.1:7470")              # every model the network offers
     show_remote("127.0.0.1:7470", model_id)    # a verified manifest from some holder, or None
-    notify_submitted("127.0.0.1:7470", model_id)  # best effort: False when no node listens
+    notify_submitted("127.0.0.1:7470", model_id, operator_metadata(home))  # best effort: False when
+                                                    # no node listens or it refuses the credential
 
 These are the functions the registry commands call; everything else about the network stays
 behind them.
@@ -15,7 +16,7 @@ from typing import Any
 
 import grpc
 
-from node.network.client import CALL_TIMEOUT_S, connect, registry_stub, rpc_error
+from node.network.client import CALL_TIMEOUT_S, Metadata, connect, registry_stub, rpc_error
 from protos import mergenet_pb2 as pb
 from registry.errors import RegistryError
 from registry.services import convert
@@ -61,11 +62,13 @@ def show_remote(node_addr: str, model_id: str) -> dict[str, Any] | None:
     return None
 
 
-def notify_submitted(node_addr: str, model_id: str) -> bool:
-    """Tell the local node a model was just stored in its home so it advertises it; never raises."""
+def notify_submitted(node_addr: str, model_id: str, credential: Metadata = ()) -> bool:
+    """Tell the local node a model was just stored in its home so it advertises it; never raises.
+    Notify is operator-only: `credential` is `operator_metadata(home)` of the node's home."""
     try:
         with connect(node_addr) as ch:
-            reply = registry_stub(ch).Notify(pb.NotifyRequest(model_ids=[model_id]), timeout=NOTIFY_TIMEOUT_S)
+            reply = registry_stub(ch).Notify(pb.NotifyRequest(model_ids=[model_id]), timeout=NOTIFY_TIMEOUT_S,
+                                             metadata=credential)
     except (grpc.RpcError, ValueError):
         return False
     return reply.known > 0

@@ -1,10 +1,14 @@
 """The typed client of a node's Plans service: what the CLI and the demo call.
 
-    client = PlansClient("127.0.0.1:7470")
+    client = PlansClient("127.0.0.1:7470", operator_metadata(home))   # home: the node's own
     plan_id = client.propose(recipe, VerificationPolicy(2, 0.1, 1e-4), ttl_s=3600)
     doc = client.status(plan_id)                        # the status document (node.plans.status)
     doc = client.wait(plan_id, timeout=300, on_update=print)
     client.decide(plan_id, model_id, accept=True)
+
+Propose and Decide are operator-only (node.process.auth): without the credential of the node's
+home they fail with a PeerError saying the node refused. The credential goes only to `addr`,
+never to the executor asked for progress.
 
 Protobuf stays here and in the servicer; callers see plain dicts and the plan errors
 (`PolicyError`, `PlanInputError`, `UnknownPlanError`; other failures are `PeerError`).
@@ -20,7 +24,7 @@ from typing import Any
 import grpc
 
 from node.errors import PeerError
-from node.network.client import connect, rpc_error
+from node.network.client import Metadata, connect, rpc_error
 from node.plans.errors import PlanError, PlanInputError, PolicyError, UnknownPlanError
 from node.plans.model import Requirements, VerificationPolicy
 from protos import mergenet_pb2 as pb
@@ -34,14 +38,21 @@ ERRORS = {grpc.StatusCode.FAILED_PRECONDITION: PolicyError, grpc.StatusCode.INVA
 
 
 class PlansClient:
-    def __init__(self, addr: str) -> None:
+    """:param addr: the node asked
+    :param credential: `operator_metadata(home)` when `addr` is the node of `home`; without it only
+        the read-only calls (status, list, wait) work
+    """
+
+    def __init__(self, addr: str, credential: Metadata = ()) -> None:
         self.addr = addr
+        self.credential = credential
 
     def _call(self, method: str, request: Any, timeout: float = CALL_TIMEOUT_S, addr: str | None = None) -> Any:
         target = addr or self.addr
+        metadata = self.credential if target == self.addr else ()
         with connect(target) as ch:
             try:
-                return getattr(pb_grpc.PlansStub(ch), method)(request, timeout=timeout)
+                return getattr(pb_grpc.PlansStub(ch), method)(request, timeout=timeout, metadata=metadata)
             except grpc.RpcError as exc:
                 error = ERRORS.get(exc.code())
                 if error is not None:

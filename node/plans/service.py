@@ -4,8 +4,10 @@
     PlansServicer(plans, network.peers)                       # served by node.process.services
     plans.run(stop_event)                                     # the ticker, on a thread the node owns
 
-Propose, Status, List and Decide serve local clients; Offer/Consent/Bid/Commit/Report/Attest
-carry signed statements between nodes (flooded; the engine verifies, dedups and forwards).
+Propose, Status, List and Decide serve local clients (Propose and Decide only the operator: its
+token is checked by `node.process.auth.OperatorGate` before a request gets here);
+Offer/Consent/Bid/Commit/Report/Attest carry signed statements between nodes (flooded; the engine
+verifies, dedups and forwards).
 The node's consent policy (`accept`, `reject` or `manual`) comes from $MERGENET_CONSENT_POLICY,
 else from the file `consent_policy` in the home, else `accept`.
 """

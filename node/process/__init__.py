@@ -3,5 +3,7 @@
 - `NodeConfig`, address parsing → config.py
 - `NodeServer` (bind first, then services + health + reflection), `ServiceSpec` → server.py
 - the services a node serves → services.py
+- the operator token and `OperatorGate`, the interceptor that keeps `OPERATOR_METHODS` to the
+  node's operator → auth.py
 - `Node` (binds, builds, starts and stops everything; `node.json`) → daemon.py
 """

@@ -7,6 +7,8 @@
 `start` and `stop` own every thread and process the node runs: the DHT child, the gRPC server,
 the announce loop and the plan ticker. `home/node.json` ({"pid", "addr", "dht_maddrs"}) lets
 client commands find the local node; it is removed on a clean stop and ignored when its pid is gone.
+Each start also issues a new operator token (HOME/operator.token, `node.process.auth`) that local
+clients send on the calls only the operator may make.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from node.errors import NodeError
 from node.network.dht_records import ANNOUNCE_PERIOD_S
 from node.network.peers import PeerTable
 from node.network.view import Network, say_goodbye
+from node.process.auth import OperatorGate, new_token, save_token
 from node.process.config import NodeConfig, parse_hostport
 from node.process.server import NodeServer, ServiceSpec
 from registry.services.hooks import PeerRef
@@ -84,7 +87,9 @@ class Node:
 
             self.discovery = Discovery.start(host=host, initial_peers=self._dht_bootstrap())
         try:
-            self._server = NodeServer.bind(self.config.listen)
+            token = new_token()  # saved once the port is ours, so a failed start leaves the old one
+            self._server = NodeServer.bind(self.config.listen, interceptors=[OperatorGate(token)])
+            save_token(self.home.root, token)
             self.addr = self.config.advertised_addr(self._server.port)
             peers = PeerTable(self_addr=self.addr)
             for peer in self.config.peers:

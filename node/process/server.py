@@ -46,10 +46,12 @@ class NodeServer:
         self._names: list[str] = []
 
     @classmethod
-    def bind(cls, listen: str) -> NodeServer:
-        """NodeError when the address cannot be bound (in use, or not an address of this machine)."""
+    def bind(cls, listen: str, interceptors: Sequence[grpc.ServerInterceptor] = ()) -> NodeServer:
+        """NodeError when the address cannot be bound (in use, or not an address of this machine);
+        `interceptors` see every call first (the node's `node.process.auth.OperatorGate`)."""
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="grpc"),
+            interceptors=list(interceptors),
             options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.so_reuseport", 0)],

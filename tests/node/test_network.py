@@ -15,6 +15,7 @@ pytestmark = pytest.mark.timeout(240)
 
 
 def test_dht_discovery_pull_and_clean_shutdown(swarm, families, tmp_path):
+    from node.network.client import operator_metadata
     from node.network.remote import list_remote, notify_submitted, show_remote
 
     _, experts = families["llama"]
@@ -46,7 +47,8 @@ def test_dht_discovery_pull_and_clean_shutdown(swarm, families, tmp_path):
     assert doc["sources"] == [a.addr] and doc["bytes_fetched"] > 0
     assert folder_bytes(out) == folder_bytes(folder)
     # C now holds the model itself, so the network lists two holders and C serves it locally.
-    assert notify_submitted(c.addr, model_id) is True
+    assert notify_submitted(c.addr, model_id) is False  # Notify is for C's operator only
+    assert notify_submitted(c.addr, model_id, operator_metadata(hc)) is True
     status = run_cli("node", "status", "--node", c.addr, "--json", home=hc)
     assert status.returncode == 0, status.stderr
     info = json.loads(status.stdout)

@@ -16,7 +16,7 @@ import yaml
 
 from node.demo.cluster import LocalCluster
 from node.jobs.merge_jobs import plan_recipe
-from node.network.client import connect
+from node.network.client import connect, operator_metadata
 from node.network.remote import notify_submitted
 from node.plans import rules
 from node.plans.model import (
@@ -240,7 +240,7 @@ def test_malicious_executor_caught_by_verifiers(network, models, cli, tmp_path):
         reg.ingest(honest_dir)
     finally:
         reg.close()
-    notify_submitted(alpha.addr, tampered)
+    notify_submitted(alpha.addr, tampered, operator_metadata(alpha.home))
     assert send(alpha.addr, "Report", sign(mallory, Result(plan.plan_id, tampered, alpha.addr, "cpu", 0.1)))
     r = cli("plan", "status", plan.plan_id, "--wait", "--timeout", "120", "--node", alpha.addr, "--json",
             home_dir=alpha.home)
