@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     pull = sub.add_parser("pull", parents=[common], help="materialize a model as a folder, from the local store "
                                                         "or the network, verified before it is visible")
-    pull.add_argument("model_id", metavar="ID", help="model id (sha256:<hex>)")
+    pull.add_argument("model_id", metavar="ID", help="model id, or an unambiguous prefix of one (as `ls --remote` "
+                                                     "prints it)")
     pull.add_argument("-o", "--output", help="destination folder (default: ./<model name>)")
     pull.add_argument("--from", dest="sources", help="pull from these nodes (HOST:PORT,...) instead of asking "
                                                       "the local node for holders")
@@ -101,13 +102,15 @@ def _plans_in_flight(ctx: Context, addr: str) -> list[dict[str, Any]]:
 
 
 def cmd_pull(args: argparse.Namespace, ctx: Context) -> int:
+    from node.cli.ids import resolve_model
     from node.transfer.pull import pull
 
     sources = [s.strip() for s in (args.sources or "").split(",") if s.strip()]
     out = Path(args.output).expanduser().resolve() if args.output else None
     node_addr = None if sources else ctx.node_addr(args.node)
-    with ctx.progress(f"pull {args.model_id[:19]}", unit="B", unit_scale=True) as progress:
-        result = pull(args.model_id, ctx.home, out, sources=sources, node_addr=node_addr,
+    model_id = resolve_model(ctx, args.model_id, sources or [node_addr])
+    with ctx.progress(f"pull {model_id[:19]}", unit="B", unit_scale=True) as progress:
+        result = pull(model_id, ctx.home, out, sources=sources, node_addr=node_addr,
                       trusted_only=args.trusted_only, progress=progress)
     if result.sources != ("local",) and node_addr:
         from node.network.remote import notify_submitted

@@ -59,8 +59,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     c = plan_sub.add_parser("consent", parents=[common], help="accept or refuse a plan that reads one of your "
                                                               "models (nodes with consent policy manual)")
-    c.add_argument("plan_id", metavar="PLAN_ID")
-    c.add_argument("model_id", metavar="MODEL_ID")
+    c.add_argument("plan_id", metavar="PLAN_ID", help="plan id or an unambiguous prefix")
+    c.add_argument("model_id", metavar="MODEL_ID", help="the input's model id or an unambiguous prefix")
     choice = c.add_mutually_exclusive_group(required=True)
     choice.add_argument("--accept", action="store_true")
     choice.add_argument("--reject", action="store_true")
@@ -189,9 +189,15 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_consent(args: argparse.Namespace, ctx: Context) -> int:
-    client(ctx, args.node).decide(args.plan_id, args.model_id, args.accept, args.reason)
+    from registry.index import pick_one
+
+    plans = client(ctx, args.node)
+    doc = plans.status(args.plan_id, executor_progress=False)  # the node resolves a plan id prefix
+    plan_id = doc["plan_id"]
+    model_id = pick_one(args.model_id, [i["model_id"] for i in doc["inputs"]], f"among the inputs of plan {plan_id}")
+    plans.decide(plan_id, model_id, args.accept, args.reason)
     verdict = "accepted" if args.accept else "refused"
-    ctx.emit({"plan_id": args.plan_id, "model_id": args.model_id, "accept": args.accept}, f"{verdict} {args.plan_id}")
+    ctx.emit({"plan_id": plan_id, "model_id": model_id, "accept": args.accept}, f"{verdict} {plan_id}")
     return 0
 
 

@@ -54,14 +54,16 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("show", parents=[common], help="print a manifest with its signature and attestations")
-    p.add_argument("model_id", metavar="ID", help="model id or unique prefix")
+    p.add_argument("model_id", metavar="ID", help="model id or unique prefix (local or advertised)")
     p.add_argument("--node", help="node to ask when the id is not in the local registry")
     p.set_defaults(func=cmd_show)
 
     trust = sub.add_parser("trust", parents=[common], help="manage the trusted-keys list")
     tsub = trust.add_subparsers(dest="trust_command", metavar="SUBCOMMAND", required=True)
     p = tsub.add_parser("add", parents=[common], help="trust a publisher key")
-    p.add_argument("key", metavar="KEY_ID_OR_PEM_FILE", help="64-hex key id, or a file holding a PEM public key")
+    p.add_argument("key", metavar="KEY_ID_OR_PEM_FILE", help="key id (64 hex digits, or a prefix of a known "
+                                                         "signer's), or a file holding a PEM public key")
+    p.add_argument("--node", help="node whose advertised models' signers a key id prefix may name")
     p.set_defaults(func=cmd_trust_add)
     p = tsub.add_parser("ls", parents=[common], help="list trusted keys")
     p.set_defaults(func=cmd_trust_ls)
@@ -178,15 +180,18 @@ def _human(n: int) -> str:
 
 
 def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
+    from node.cli.ids import resolve_model
     from registry.errors import NotFoundError
 
+    node = resolve_node(args.node, ctx.home)
+    model_id = resolve_model(ctx, args.model_id, [node])
     reg = _registry(ctx)
     try:
         try:
-            rec = reg.get(args.model_id)
+            rec = reg.get(model_id)
         except NotFoundError:
             rec = None
-        data = rec.to_dict(trusted=reg.is_trusted(rec.signer)) if rec is not None else _show_remote(args, ctx, reg)
+        data = rec.to_dict(trusted=reg.is_trusted(rec.signer)) if rec is not None else _show_remote(node, model_id, reg)
     finally:
         reg.close()
     m = data["manifest"]
@@ -201,41 +206,41 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def _show_remote(args: argparse.Namespace, ctx: Context, reg) -> dict[str, Any]:
+def _show_remote(node: str, model_id: str, reg) -> dict[str, Any]:
     from node.errors import PeerError
     from node.network.remote import show_remote
     from registry.errors import NotFoundError
 
     try:
-        found = show_remote(resolve_node(args.node, ctx.home), args.model_id)
+        found = show_remote(node, model_id)
     except PeerError as exc:  # no node answers: the id is simply unknown here
         log.info("remote lookup failed: %s", exc)
         found = None
     if not found:
-        raise NotFoundError(f"no model {args.model_id} in the local registry or on the network; see `mergenet ls`")
+        raise NotFoundError(f"no model {model_id} in the local registry or on the network; see `mergenet ls`")
     found["signer_trusted"] = reg.is_trusted(found.get("signer", ""))
     return found
 
 
 def cmd_trust_add(args: argparse.Namespace, ctx: Context) -> int:
+    from node.cli.ids import resolve_signer
     from registry.errors import BadModelError
     from registry.home import Home
+    from registry.local import looks_like_path
     from registry.trust import TrustList
 
     key = args.key
     path = Path(key)
-    if "-----BEGIN" not in key and not _looks_like_key_id(key):
+    if "-----BEGIN" not in key and (path.is_file() or looks_like_path(key) or key.endswith(".pem")):
         try:
             key = path.read_text()
         except OSError as exc:
-            raise BadModelError(f"{key} is neither a 64-hex key id nor a readable PEM file ({exc.strerror})") from None
+            raise BadModelError(f"cannot read the PEM public key file {key} ({exc.strerror})") from None
+    elif "-----BEGIN" not in key:
+        key = resolve_signer(ctx, key, [resolve_node(args.node, ctx.home)])
     key_id = TrustList(Home(ctx.home).ensure().trust_path).add(key)
     ctx.emit({"key_id": key_id, "trusted": True}, f"trusted {key_id}")
     return 0
-
-
-def _looks_like_key_id(text: str) -> bool:
-    return len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 def cmd_trust_ls(args: argparse.Namespace, ctx: Context) -> int:

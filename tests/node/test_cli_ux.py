@@ -4,8 +4,15 @@ prefixes, suggested commands that work as printed, and the small messages."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+
+from tests.node import test_cli_network
+from tests.node.netutil import folder_bytes
+from tests.node.test_cli_network import wait_for
+
+make_node = test_cli_network.make_node  # the in-process node fixture the network CLI tests use
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,3 +39,53 @@ def test_verify_of_a_missing_folder_says_so(cli, tmp_path):
     assert res.code == 2 and "no such folder" in res.err
     res = cli("verify", "./missing")
     assert res.code == 2 and "no such folder" in res.err
+
+
+def test_ids_printed_by_ls_remote_can_be_pasted_into_pull_and_show(cli, make_node, model_copy, tmp_path,
+                                                                    monkeypatch):
+    a = make_node("A")
+    b = make_node("B", a.addr)
+    folder = model_copy("qwen2", 1)
+    model_id = json.loads(cli("submit", folder, "--json", "--node", a.addr, home_dir=a.home.root).out)["id"]
+    wait_for(lambda: model_id[:19] in cli("ls", "--remote", "--node", b.addr, home_dir=b.home.root).out)
+    listed = cli("ls", "--remote", "--node", b.addr, home_dir=b.home.root).out
+    short = next(word for word in listed.split() if model_id.startswith(word) and word != model_id)
+
+    shown = cli("show", short, "--json", "--node", b.addr, home_dir=b.home.root)
+    assert shown.code == 0, shown.err
+    assert json.loads(shown.out)["id"] == model_id
+    unknown = cli("pull", "sha256:" + "f" * 12, "--node", b.addr, home_dir=b.home.root)
+    assert unknown.code == 2 and "full id" in unknown.err
+    pulled = cli("pull", short, "-o", tmp_path / "out", "--node", b.addr, "--json", home_dir=b.home.root)
+    assert pulled.code == 0, pulled.err
+    assert json.loads(pulled.out)["id"] == model_id and folder_bytes(tmp_path / "out") == folder_bytes(folder)
+    assert cli("verify", short, home_dir=b.home.root).code == 0
+
+
+def test_an_ambiguous_prefix_lists_the_matches():
+    from registry.errors import BadModelError, NotFoundError
+    from registry.index import pick_one
+
+    ids = ["sha256:ab120" + "0" * 59, "sha256:ab121" + "0" * 59, "sha256:cd" + "0" * 62]
+    with pytest.raises(BadModelError, match=r"ambiguous.*ab120.*ab121"):
+        pick_one("sha256:ab12", ids, "here")
+    assert pick_one("AB120", ids, "here") == ids[0]
+    with pytest.raises(NotFoundError, match="no model ef01 here"):
+        pick_one("ef01", ids, "here")
+
+
+def test_the_trust_add_that_pull_suggests_works_as_printed(cli, make_node, model_copy, tmp_path, monkeypatch):
+    a = make_node("A")
+    b = make_node("B", a.addr)
+    monkeypatch.setenv("MERGENET_NODE", b.addr)
+    model_id = json.loads(cli("submit", model_copy("gpt2", 1), "--json", "--node", a.addr,
+                              home_dir=a.home.root).out)["id"]
+    wait_for(lambda: model_id in cli("ls", "--remote", "--json", home_dir=b.home.root).out)
+    refused = cli("pull", model_id, "-o", tmp_path / "out", "--trusted-only", home_dir=b.home.root)
+    assert refused.code == 3
+    suggested = re.search(r"`mergenet (trust add [^`]+)`", refused.err).group(1).split()
+    added = cli(*suggested, "--json", home_dir=b.home.root)
+    assert added.code == 0, added.err
+    assert json.loads(added.out)["key_id"] == a.network.self_ref.key_id
+    assert cli("pull", model_id, "-o", tmp_path / "out", "--trusted-only", home_dir=b.home.root).code == 0
+    assert cli("trust", "add", "0123abcd", home_dir=b.home.root).code == 2  # no such signer: exit 2
