@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "node.cli.merge_cmds",
     "node.cli.search_cmds",
     "node.cli.fuse_cmds",
+    "node.cli.node_cmds",
     "node.cli.network_cmds",
     "node.cli.plan_cmds",
     "node.cli.demo_cmd",

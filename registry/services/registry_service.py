@@ -64,9 +64,8 @@ class RegistryServicer(pb_grpc.RegistryServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"kind {request.kind!r} is not expert or merged")
         kind = request.kind or None
         rows = {s.model_id: s for s in self._view.summaries(kind)}
-        if request.include_remote:
-            for s in self._hooks.remote_models(kind):
-                rows.setdefault(s.model_id, s)
+        if request.include_remote:  # the network's rows carry holders, local ones included
+            rows.update({s.model_id: s for s in self._hooks.remote_models(kind)})
         return pb.ListReply(models=[convert.summary_to_pb(s) for s in rows.values()])
 
     def GetManifest(self, request: pb.GetManifestRequest, context: grpc.ServicerContext) -> pb.ModelAd:
