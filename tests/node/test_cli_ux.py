@@ -89,3 +89,28 @@ def test_the_trust_add_that_pull_suggests_works_as_printed(cli, make_node, model
     assert json.loads(added.out)["key_id"] == a.network.self_ref.key_id
     assert cli("pull", model_id, "-o", tmp_path / "out", "--trusted-only", home_dir=b.home.root).code == 0
     assert cli("trust", "add", "0123abcd", home_dir=b.home.root).code == 2  # no such signer: exit 2
+
+
+def test_example_models_make_something_to_try_and_a_base_kind(cli, tmp_path):
+    out = tmp_path / "models"
+    made = cli("example-models", out, "--arch", "gpt2", "--json")
+    assert made.code == 0, made.err
+    doc = json.loads(made.out)
+    assert len(doc["experts"]) == 2 and all((out / p).is_dir() for p in ("base", "expert1", "expert2"))
+    assert cli("example-models", out).code == 2  # not empty: refused, nothing overwritten
+    base = json.loads(cli("submit", doc["base"], "--kind", "base", "--json", "--node", "127.0.0.1:9").out)
+    expert = cli("submit", doc["experts"][0], "--base", doc["base"], "--json", "--node", "127.0.0.1:9")
+    assert expert.code == 0, expert.err
+    assert json.loads(expert.out)["manifest"]["base_model"] == base["id"]
+    listed = {m["id"]: m["kind"] for m in json.loads(cli("ls", "--json").out)["models"]}
+    assert listed == {base["id"]: "base", json.loads(expert.out)["id"]: "expert"}
+    assert [m["id"] for m in json.loads(cli("ls", "--kind", "base", "--json").out)["models"]] == [base["id"]]
+
+    # merge refuses an existing output folder before materializing any input
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"merge_method: linear\nmodels:\n  - model: {base['id']}\n    parameters: {{weight: 1.0}}\n")
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "x").write_text("mine")
+    refused = cli("merge", recipe, "-o", taken)
+    assert refused.code == 2 and "materializ" not in refused.err and (taken / "x").read_text() == "mine"
