@@ -18,6 +18,8 @@ from node.cli.context import Context, resolve_node
 
 log = logging.getLogger(__name__)
 
+HF_COPIES_DIR = "hf"  # signed copies of models taken from the Hugging Face cache, in the home
+
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add the registry commands to the parser."""
@@ -29,7 +31,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=cmd_id)
 
     p = sub.add_parser("submit", parents=[common], help="validate, hash, sign and register a model folder")
-    p.add_argument("model_dir", metavar="MODEL_DIR", help="Hugging Face style folder (config.json + *.safetensors)")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="Hugging Face style folder (config.json + *.safetensors), "
+                                                         "or org/name of a model in the local Hugging Face cache")
+    p.add_argument("--copy-to", metavar="DIR", help="with org/name: where the signed copy goes "
+                                                    "(default HOME/hf/<org>--<name>-<commit>)")
     p.add_argument("--base", metavar="DIR_OR_ID", help="base model (signed folder or model id) the expert derives from")
     p.add_argument("--tags", default="", help="comma-separated tags, e.g. math,code")
     p.add_argument("--license", metavar="SPDX", help="SPDX license id, e.g. Apache-2.0")
@@ -104,11 +109,17 @@ def cmd_id(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
+    from node.ops.hf_cache import looks_like_repo_id
+
+    folder, name = Path(args.model_dir), args.name
+    if looks_like_repo_id(args.model_dir):
+        folder = _copy_from_hf_cache(args.model_dir, args.copy_to, ctx)
+        name = name or args.model_dir
     reg = _registry(ctx)
     try:
         with ctx.progress("hashing", unit="B", unit_scale=True) as progress:
-            rec = reg.submit(Path(args.model_dir), kind=args.kind, base=args.base, tags=args.tags.split(","),
-                             license=args.license, policy=args.policy, name=args.name, progress=progress)
+            rec = reg.submit(folder, kind=args.kind, base=args.base, tags=args.tags.split(","),
+                             license=args.license, policy=args.policy, name=name, progress=progress)
     finally:
         reg.close()
     notified = _notify(resolve_node(args.node, ctx.home), rec.id)
@@ -116,6 +127,18 @@ def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
     data["node_notified"] = notified
     ctx.emit(data, rec.id)
     return 0
+
+
+def _copy_from_hf_cache(repo_id: str, copy_to: str | None, ctx: Context) -> Path:
+    """A new folder holding the cached snapshot's files, which submit then signs (see node.ops.hf_cache)."""
+    from node.ops.hf_cache import copy_snapshot, find_cached
+
+    cached = find_cached(repo_id)
+    dest = Path(copy_to).expanduser().resolve() if copy_to else ctx.home / HF_COPIES_DIR / cached.folder_name
+    folder, skipped = copy_snapshot(cached, dest)
+    ctx.note(f"copied {repo_id} (commit {cached.commit[:12]}) from the Hugging Face cache to {folder}"
+             + (f"; left out pickled {', '.join(skipped)}" if skipped else ""))
+    return folder
 
 
 def _notify(node_addr: str, model_id: str) -> bool:

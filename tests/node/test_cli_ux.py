@@ -4,6 +4,7 @@ prefixes, suggested commands that work as printed, and the small messages."""
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -114,3 +115,49 @@ def test_example_models_make_something_to_try_and_a_base_kind(cli, tmp_path):
     (taken / "x").write_text("mine")
     refused = cli("merge", recipe, "-o", taken)
     assert refused.code == 2 and "materializ" not in refused.err and (taken / "x").read_text() == "mine"
+
+
+def fake_hf_cache(root, repo_id: str, model_dir) -> str:
+    """The Hub cache layout: blobs named by digest, a snapshot of symlinks into them, refs/main."""
+    import hashlib
+
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    commit = "c0ffee" + "0" * 34
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    files = {p.relative_to(model_dir).as_posix(): p.read_bytes() for p in model_dir.rglob("*") if p.is_file()}
+    files["pytorch_model.bin"] = b"not to be opened"
+    for rel, data in files.items():
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / rel).symlink_to(os.path.relpath(blob, snapshot))
+    return commit
+
+
+def cache_state(root) -> dict[str, tuple[bool, bytes]]:
+    return {p.relative_to(root).as_posix(): (p.is_symlink(), p.read_bytes() if p.is_file() else b"")
+            for p in sorted(root.rglob("*"))}
+
+
+def test_submit_by_name_from_the_hugging_face_cache_copies_and_never_writes_it(model_copy, tmp_path):
+    from tests.node.netutil import run_cli
+
+    cache, home = tmp_path / "hf-cache", tmp_path / "home"
+    commit = fake_hf_cache(cache, "acme/tiny-expert", model_copy("llama", 1))
+    before = cache_state(cache)
+    env = {"HF_HUB_CACHE": str(cache), "MERGENET_NODE": "127.0.0.1:9"}
+    res = run_cli("submit", "acme/tiny-expert", "--json", home=home, env=env)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    copy = home / "hf" / f"acme--tiny-expert-{commit[:12]}"
+    assert doc["manifest"]["name"] == "acme/tiny-expert" and (copy / "model.sig").is_file()
+    assert not any(p.is_symlink() for p in copy.rglob("*")) and not (copy / "pytorch_model.bin").exists()
+    assert "pytorch_model.bin" in res.stderr  # said what was left out
+    assert cache_state(cache) == before  # the cache is only read
+    assert run_cli("verify", doc["id"], home=home).returncode == 0
+
+    missing = run_cli("submit", "acme/never-downloaded", home=home, env=env)
+    assert missing.returncode == 2 and "download it first" in missing.stderr
