@@ -13,7 +13,7 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,32 @@ CREATE TABLE IF NOT EXISTS consents (
 """
 BUSY_TIMEOUT_S = 30.0  # a second process (node + CLI) may hold the write lock briefly
 MIN_PREFIX = 4
+MAX_LISTED_MATCHES = 5  # an ambiguous prefix error names this many of the matches
+
+
+def id_prefix(id_or_prefix: str) -> str:
+    """`sha256:<hex>`, `<hex>` or a prefix of either → `sha256:<hex prefix>`; BadModelError unless
+    it has at least MIN_PREFIX hex digits and nothing else."""
+    text = id_or_prefix.strip().lower()
+    hexpart = text.removeprefix("sha256:")
+    if len(hexpart) < MIN_PREFIX or any(c not in "0123456789abcdef" for c in hexpart):
+        raise BadModelError(f"{id_or_prefix!r} is not a model id: give the full id (sha256:<64 hex digits>) "
+                            f"or at least {MIN_PREFIX} of its hex digits")
+    return "sha256:" + hexpart
+
+
+def pick_one(id_or_prefix: str, ids: Iterable[str], where: str) -> str:
+    """The one id among `ids` that starts with the prefix: NotFoundError when none does (saying
+    `where` was searched), BadModelError listing the matches when several do."""
+    prefix = id_prefix(id_or_prefix)
+    hits = sorted({i for i in ids if i.startswith(prefix)})
+    if not hits:
+        raise NotFoundError(f"no model {id_or_prefix} {where}")
+    if len(hits) > 1:
+        shown = ", ".join(hits[:MAX_LISTED_MATCHES]) + (", ..." if len(hits) > MAX_LISTED_MATCHES else "")
+        raise BadModelError(f"model id prefix {id_or_prefix} is ambiguous ({len(hits)} matches: {shown}); "
+                            "give more digits")
+    return hits[0]
 
 
 @dataclass(frozen=True)
@@ -121,18 +147,14 @@ class Index:
     def models_with_blob(self, sha256: str) -> list[str]:
         return [r[0] for r in self._query("SELECT DISTINCT model_id FROM files WHERE sha256=?", (sha256,))]
 
+    def matching(self, id_or_prefix: str) -> list[str]:
+        """Ids of held models that start with the prefix (see `id_prefix`)."""
+        prefix = id_prefix(id_or_prefix)
+        return [r[0] for r in self._query("SELECT id FROM models WHERE id LIKE ? ORDER BY id", (prefix + "%",))]
+
     def resolve(self, id_or_prefix: str) -> str:
         """A full model id from `sha256:<hex>`, `<hex>` or a unique prefix (≥ 4 hex digits)."""
-        text = id_or_prefix.strip().lower()
-        hexpart = text[7:] if text.startswith("sha256:") else text
-        if len(hexpart) < MIN_PREFIX or any(c not in "0123456789abcdef" for c in hexpart):
-            raise BadModelError(f"{id_or_prefix!r} is not a model id (sha256:<hex>, or >= {MIN_PREFIX} hex digits)")
-        rows = self._query("SELECT id FROM models WHERE id LIKE ? ORDER BY id", ("sha256:" + hexpart + "%",))
-        if not rows:
-            raise NotFoundError(f"no model {id_or_prefix} in this registry; see `mergenet ls`")
-        if len(rows) > 1:
-            raise BadModelError(f"model id prefix {id_or_prefix} is ambiguous ({len(rows)} matches); give more digits")
-        return rows[0][0]
+        return pick_one(id_or_prefix, self.matching(id_or_prefix), "in this registry; see `mergenet ls`")
 
     def add_attestation(self, model_id: str, bundle: Mapping[str, Any], signer: str) -> bool:
         """Store an (already verified) attestation bundle; False when it was already there."""

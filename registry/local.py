@@ -62,6 +62,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def looks_like_path(text: str) -> bool:
+    """A path (not an id prefix): it has a separator or starts like one (`.`, `~`)."""
+    return os.sep in text or "/" in text or text.startswith((".", "~"))
+
+
 class LocalRegistry:
     """One home's registry: identity, content store, SQLite index and trusted keys."""
 
@@ -200,6 +205,8 @@ class LocalRegistry:
         path = Path(id_or_dir)
         if path.exists():
             (paths, sig_raw), source = folder_file_set(path), str(path)
+        elif looks_like_path(str(id_or_dir)):
+            raise BadModelError(f"no such folder: {path}")
         else:
             model_id = self.index.resolve(str(id_or_dir))
             row = self.index.get(model_id)

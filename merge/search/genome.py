@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from merge.errors import RecipeError
 from merge.params import lookup
@@ -99,6 +100,16 @@ class SearchSpace:
                 per_layer[layer] = round(value, 6)  # readable YAML; the merge uses these exact numbers
         return out
 
+    def start_params(self) -> dict[str, dict[str, Any]]:
+        """The start as the log shows it: per-layer lists, except that a per-filter value
+        (`[{filter: mlp, value: 0.7}, {value: 0.4}]`), which no gene represents, is kept as written."""
+        out = self.layer_lists(self.start())
+        for entry in self.recipe.models:
+            for param, value in entry.parameters.items():
+                if entry.model in out and param in out[entry.model] and _has_filters(value):
+                    out[entry.model][param] = value
+        return out
+
     def to_recipe(self, x: list[float]) -> Recipe:
         """The recipe with the searched parameters replaced by per-layer lists."""
         lists = self.layer_lists(x)
@@ -111,6 +122,10 @@ class SearchSpace:
         data["models"] = [{"model": m.model, **({"parameters": m.parameters} if m.parameters else {})}
                           for m in models]
         return load_recipe(data)
+
+
+def _has_filters(value: Any) -> bool:
+    return isinstance(value, list | tuple) and any(isinstance(v, dict) and "filter" in v for v in value)
 
 
 def _norm(value: float, gene: Gene) -> float:

@@ -111,13 +111,17 @@ def run_search(recipe: Recipe, tasks: Sequence[Task], out_dir: Path, config: Sea
                                      "the log belongs to another search — use a new -o without --resume")
                 return rec
             started = time.perf_counter()
-            candidate = space.to_recipe(x)
+            # The start is the recipe itself: per-filter values (`[{filter: mlp, value: 0.7},
+            # {value: 0.4}]`) have no gene, so the start genome alone would drop them.
+            candidate = recipe if index == 0 else space.to_recipe(x)
+            lists = space.start_params() if index == 0 else space.layer_lists(x)
+            params = {refs.get(m, m): p for m, p in lists.items()}
             with torch.no_grad():
                 model = merger.build(candidate)
                 result: EvalResult = evaluate(model, merger.tokenizer, tasks, device=device,
                                               batch_size=config.batch_size, max_new_tokens=config.max_new_tokens)
             rec = {"eval": index, "generation": generation, "x": [float(v) for v in x],
-                   "params": {refs.get(m, m): p for m, p in space.layer_lists(x).items()},
+                   "params": params,
                    "fitness": result.fitness, "accuracy": result.accuracy,
                    "tasks": result.tasks, "loglik": result.loglik, "n": result.n,
                    "seconds": round(time.perf_counter() - started, 3)}
@@ -152,7 +156,7 @@ def run_search(recipe: Recipe, tasks: Sequence[Task], out_dir: Path, config: Sea
             generation += 1
         # The earliest of equally fit candidates wins, so the uniform start is kept unless beaten.
         best = max(records, key=lambda r: (r["fitness"], -r["eval"]))
-        best_recipe = space.to_recipe(best["x"])
+        best_recipe = recipe if best["eval"] == 0 else space.to_recipe(best["x"])
         _write_outputs(out_dir, best_recipe, records, written_refs, device)
         return SearchResult(best_recipe.with_models(written_refs or {}), best, records[0], len(records), out_dir)
     finally:

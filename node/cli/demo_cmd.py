@@ -1,6 +1,8 @@
-"""CLI command `mergenet demo`: a three-node network on loopback runs the whole story.
+"""CLI commands `mergenet demo` (a three-node network on loopback runs the whole story) and
+`mergenet example-models` (the demo's tiny models, kept, to try the other commands with).
 
     mergenet demo [--workdir DIR] [--no-dht] [--eval] [--arch llama|qwen2|gpt2] [--json]
+    mergenet example-models DIR [--arch llama|qwen2|gpt2] [--experts 2]
 
 The story goes to stdout (stderr with --json, so that stdout is one JSON summary). Nodes are
 stopped on success, failure, Ctrl-C and SIGTERM.
@@ -24,6 +26,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--arch", default="llama", choices=("llama", "qwen2", "gpt2"), help="tiny model architecture")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("example-models", parents=[common],
+                       help="write a tiny base model and experts fine-tuned from it (to try submit, merge, plans)")
+    p.add_argument("out_dir", metavar="DIR", help="an empty or new folder")
+    p.add_argument("--arch", default="llama", choices=("llama", "qwen2", "gpt2"), help="architecture (default llama)")
+    p.add_argument("--experts", type=int, default=2, help="how many experts (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and tokenizer (default 0)")
+    p.set_defaults(func=cmd_example_models)
+
 
 def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
     import signal
@@ -41,3 +51,20 @@ def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
     if ctx.json:
         ctx.emit(summary)
     return 0 if summary["stray_processes"] == 0 else 1
+
+
+def cmd_example_models(args: argparse.Namespace, ctx: Context) -> int:
+    from node.demo.models import make_family
+    from node.errors import NodeInputError
+
+    out = Path(args.out_dir).expanduser().resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise NodeInputError(f"{out} already exists and is not empty; choose a new folder")
+    if args.experts < 1:
+        raise NodeInputError(f"--experts {args.experts}: make at least one expert")
+    base, experts = make_family(out, arch=args.arch, n_experts=args.experts, seed=args.seed)
+    data = {"base": str(base), "experts": [str(e) for e in experts], "arch": args.arch}
+    lines = [f"base    {base}", *[f"expert  {e}" for e in experts],
+             f"next: mergenet submit {base} --kind base && mergenet submit {experts[0]} --base {base}"]
+    ctx.emit(data, "\n".join(lines))
+    return 0

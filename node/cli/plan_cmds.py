@@ -13,6 +13,8 @@ $MERGENET_NODE / 127.0.0.1:7470). Heavy imports happen inside the handlers.
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +61,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     c = plan_sub.add_parser("consent", parents=[common], help="accept or refuse a plan that reads one of your "
                                                               "models (nodes with consent policy manual)")
-    c.add_argument("plan_id", metavar="PLAN_ID")
-    c.add_argument("model_id", metavar="MODEL_ID")
+    c.add_argument("plan_id", metavar="PLAN_ID", help="plan id or an unambiguous prefix")
+    c.add_argument("model_id", metavar="MODEL_ID", help="the input's model id or an unambiguous prefix")
     choice = c.add_mutually_exclusive_group(required=True)
     choice.add_argument("--accept", action="store_true")
     choice.add_argument("--reject", action="store_true")
@@ -159,10 +161,36 @@ def cmd_propose(args: argparse.Namespace, ctx: Context) -> int:
     else:
         recipe = resolve_models(Path(args.recipe), ctx)
         tolerance = 1e-4 if args.tolerance is None else args.tolerance
-    plan_id = client(ctx, args.node).propose(recipe, VerificationPolicy(args.verifiers, args.spot_check, tolerance),
-                                             Requirements(args.memory, args.gpu), ttl_s=parse_duration(args.expires))
-    ctx.emit({"plan_id": plan_id}, plan_id)
+    plans = client(ctx, args.node)
+    plan_id = plans.propose(recipe, VerificationPolicy(args.verifiers, args.spot_check, tolerance),
+                            Requirements(args.memory, args.gpu), ttl_s=parse_duration(args.expires))
+    needed, known = 1 + args.verifiers, _nodes_known(plans.addr)
+    ctx.note(bidders_hint(needed, known, args.verifiers))
+    ctx.emit({"plan_id": plan_id, "bidders_needed": needed, "nodes_known": known}, plan_id)
     return 0
+
+
+def _nodes_known(addr: str) -> int | None:
+    """The proposing node and the peers it knows; None when it cannot say."""
+    from node.errors import PeerError
+    from node.network.client import network_info
+
+    try:
+        return 1 + network_info(addr).peer_count
+    except PeerError:
+        return None
+
+
+def bidders_hint(needed: int, known: int | None, verifiers: int) -> str:
+    """What the plan waits for: an executor and `verifiers` verifiers, each a different node."""
+    text = f"the plan needs {needed} bidding nodes (1 executor + {verifiers} verifiers)"
+    if known is None:
+        return text
+    text += f"; {known} node{'s' if known != 1 else ''} known (this one and its peers)"
+    if known < needed:
+        text += (f": it waits for {needed - known} more to join, else expires; --verifiers {max(known - 1, 0)} "
+                 "fits the nodes known now")
+    return text
 
 
 def exit_code(doc: dict[str, Any]) -> int:
@@ -176,9 +204,34 @@ def exit_code(doc: dict[str, Any]) -> int:
 
 def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     plans = client(ctx, args.node)
-    doc = plans.wait(args.plan_id, args.timeout) if args.wait else plans.status(args.plan_id)
+    doc = plans.wait(args.plan_id, args.timeout, on_update=ChangePrinter(ctx.note)) if args.wait \
+        else plans.status(args.plan_id)
     ctx.emit(doc, status_text(doc))
     return exit_code(doc) if args.wait else 0
+
+
+class ChangePrinter:
+    """`plan status --wait`'s on_update: one line (on stderr) each time the plan visibly moves."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self._last: dict[str, Any] = {}
+
+    def __call__(self, doc: dict[str, Any]) -> None:
+        now = {"state": doc["state"], "consents": sum(c["accept"] is not None for c in doc["consents"]),
+               "bids": len(doc["bids"]), "executor": (doc["executor"] or {}).get("address"),
+               "attested": len(doc["attestations"]), "result": (doc["result"] or {}).get("model_id")}
+        changed = [k for k, v in now.items() if self._last.get(k) != v and (self._last or v)]
+        self._last = now
+        if not changed:
+            return
+        parts = [f"{doc['state']}" + (f" ({doc['reason']})" if doc.get("reason") else "")]
+        parts += [f"{now['consents']}/{len(doc['consents'])} consents"] if doc["consents"] else []
+        parts += [f"{now['bids']} bids"]
+        parts += [f"executor {now['executor']}"] if now["executor"] else []
+        parts += [f"attested {now['attested']}/{doc['attestations_needed']}"] if now["executor"] else []
+        parts += [f"result {now['result']}"] if now["result"] else []
+        self.say(time.strftime("%H:%M:%S ") + ", ".join(parts))
 
 
 def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
@@ -190,9 +243,15 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_consent(args: argparse.Namespace, ctx: Context) -> int:
-    client(ctx, args.node).decide(args.plan_id, args.model_id, args.accept, args.reason)
+    from registry.index import pick_one
+
+    plans = client(ctx, args.node)
+    doc = plans.status(args.plan_id, executor_progress=False)  # the node resolves a plan id prefix
+    plan_id = doc["plan_id"]
+    model_id = pick_one(args.model_id, [i["model_id"] for i in doc["inputs"]], f"among the inputs of plan {plan_id}")
+    plans.decide(plan_id, model_id, args.accept, args.reason)
     verdict = "accepted" if args.accept else "refused"
-    ctx.emit({"plan_id": args.plan_id, "model_id": args.model_id, "accept": args.accept}, f"{verdict} {args.plan_id}")
+    ctx.emit({"plan_id": plan_id, "model_id": model_id, "accept": args.accept}, f"{verdict} {plan_id}")
     return 0
 
 

@@ -18,6 +18,8 @@ from node.cli.context import Context, resolve_node
 
 log = logging.getLogger(__name__)
 
+HF_COPIES_DIR = "hf"  # signed copies of models taken from the Hugging Face cache, in the home
+
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add the registry commands to the parser."""
@@ -29,14 +31,18 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=cmd_id)
 
     p = sub.add_parser("submit", parents=[common], help="validate, hash, sign and register a model folder")
-    p.add_argument("model_dir", metavar="MODEL_DIR", help="Hugging Face style folder (config.json + *.safetensors)")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="Hugging Face style folder (config.json + *.safetensors), "
+                                                         "or org/name of a model in the local Hugging Face cache")
+    p.add_argument("--copy-to", metavar="DIR", help="with org/name: where the signed copy goes "
+                                                    "(default HOME/hf/<org>--<name>-<commit>)")
     p.add_argument("--base", metavar="DIR_OR_ID", help="base model (signed folder or model id) the expert derives from")
     p.add_argument("--tags", default="", help="comma-separated tags, e.g. math,code")
     p.add_argument("--license", metavar="SPDX", help="SPDX license id, e.g. Apache-2.0")
     p.add_argument("--policy", choices=("open", "consent", "closed"), default="open",
                    help="merge policy: open, consent (publisher must sign a consent), closed (no derivatives)")
     p.add_argument("--name", help="model name (default: the folder name)")
-    p.add_argument("--kind", choices=("expert", "merged"), default="expert", help=argparse.SUPPRESS)
+    p.add_argument("--kind", choices=("base", "expert"), default="expert",
+                   help="base: a foundation model others fine-tune; expert (default): a fine-tuned model")
     p.add_argument("--node", help="node to tell about the new model (best effort)")
     p.set_defaults(func=cmd_submit)
 
@@ -48,20 +54,22 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("ls", parents=[common], help="list known models")
-    p.add_argument("--kind", choices=("expert", "merged"))
+    p.add_argument("--kind", choices=("base", "expert", "merged"))
     p.add_argument("--remote", action="store_true", help="ask the network (through the local node)")
     p.add_argument("--node", help="node to ask with --remote (default: $MERGENET_NODE or 127.0.0.1:7470)")
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("show", parents=[common], help="print a manifest with its signature and attestations")
-    p.add_argument("model_id", metavar="ID", help="model id or unique prefix")
+    p.add_argument("model_id", metavar="ID", help="model id or unique prefix (local or advertised)")
     p.add_argument("--node", help="node to ask when the id is not in the local registry")
     p.set_defaults(func=cmd_show)
 
     trust = sub.add_parser("trust", parents=[common], help="manage the trusted-keys list")
     tsub = trust.add_subparsers(dest="trust_command", metavar="SUBCOMMAND", required=True)
     p = tsub.add_parser("add", parents=[common], help="trust a publisher key")
-    p.add_argument("key", metavar="KEY_ID_OR_PEM_FILE", help="64-hex key id, or a file holding a PEM public key")
+    p.add_argument("key", metavar="KEY_ID_OR_PEM_FILE", help="key id (64 hex digits, or a prefix of a known "
+                                                         "signer's), or a file holding a PEM public key")
+    p.add_argument("--node", help="node whose advertised models' signers a key id prefix may name")
     p.set_defaults(func=cmd_trust_add)
     p = tsub.add_parser("ls", parents=[common], help="list trusted keys")
     p.set_defaults(func=cmd_trust_ls)
@@ -101,11 +109,17 @@ def cmd_id(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
+    from node.ops.hf_cache import looks_like_repo_id
+
+    folder, name = Path(args.model_dir), args.name
+    if looks_like_repo_id(args.model_dir):
+        folder = _copy_from_hf_cache(args.model_dir, args.copy_to, ctx)
+        name = name or args.model_dir
     reg = _registry(ctx)
     try:
         with ctx.progress("hashing", unit="B", unit_scale=True) as progress:
-            rec = reg.submit(Path(args.model_dir), kind=args.kind, base=args.base, tags=args.tags.split(","),
-                             license=args.license, policy=args.policy, name=args.name, progress=progress)
+            rec = reg.submit(folder, kind=args.kind, base=args.base, tags=args.tags.split(","),
+                             license=args.license, policy=args.policy, name=name, progress=progress)
     finally:
         reg.close()
     notified = ctx.notify_node(resolve_node(args.node, ctx.home), rec.id)
@@ -113,6 +127,18 @@ def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
     data["node_notified"] = notified
     ctx.emit(data, rec.id)
     return 0
+
+
+def _copy_from_hf_cache(repo_id: str, copy_to: str | None, ctx: Context) -> Path:
+    """A new folder holding the cached snapshot's files, which submit then signs (see node.ops.hf_cache)."""
+    from node.ops.hf_cache import copy_snapshot, find_cached
+
+    cached = find_cached(repo_id)
+    dest = Path(copy_to).expanduser().resolve() if copy_to else ctx.home / HF_COPIES_DIR / cached.folder_name
+    folder, skipped = copy_snapshot(cached, dest)
+    ctx.note(f"copied {repo_id} (commit {cached.commit[:12]}) from the Hugging Face cache to {folder}"
+             + (f"; left out pickled {', '.join(skipped)}" if skipped else ""))
+    return folder
 
 
 def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:
@@ -171,15 +197,18 @@ def _human(n: int) -> str:
 
 
 def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
+    from node.cli.ids import resolve_model
     from registry.errors import NotFoundError
 
+    node = resolve_node(args.node, ctx.home)
+    model_id = resolve_model(ctx, args.model_id, [node])
     reg = _registry(ctx)
     try:
         try:
-            rec = reg.get(args.model_id)
+            rec = reg.get(model_id)
         except NotFoundError:
             rec = None
-        data = rec.to_dict(trusted=reg.is_trusted(rec.signer)) if rec is not None else _show_remote(args, ctx, reg)
+        data = rec.to_dict(trusted=reg.is_trusted(rec.signer)) if rec is not None else _show_remote(node, model_id, reg)
     finally:
         reg.close()
     m = data["manifest"]
@@ -194,41 +223,41 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def _show_remote(args: argparse.Namespace, ctx: Context, reg) -> dict[str, Any]:
+def _show_remote(node: str, model_id: str, reg) -> dict[str, Any]:
     from node.errors import PeerError
     from node.network.remote import show_remote
     from registry.errors import NotFoundError
 
     try:
-        found = show_remote(resolve_node(args.node, ctx.home), args.model_id)
+        found = show_remote(node, model_id)
     except PeerError as exc:  # no node answers: the id is simply unknown here
         log.info("remote lookup failed: %s", exc)
         found = None
     if not found:
-        raise NotFoundError(f"no model {args.model_id} in the local registry or on the network; see `mergenet ls`")
+        raise NotFoundError(f"no model {model_id} in the local registry or on the network; see `mergenet ls`")
     found["signer_trusted"] = reg.is_trusted(found.get("signer", ""))
     return found
 
 
 def cmd_trust_add(args: argparse.Namespace, ctx: Context) -> int:
+    from node.cli.ids import resolve_signer
     from registry.errors import BadModelError
     from registry.home import Home
+    from registry.local import looks_like_path
     from registry.trust import TrustList
 
     key = args.key
     path = Path(key)
-    if "-----BEGIN" not in key and not _looks_like_key_id(key):
+    if "-----BEGIN" not in key and (path.is_file() or looks_like_path(key) or key.endswith(".pem")):
         try:
             key = path.read_text()
         except OSError as exc:
-            raise BadModelError(f"{key} is neither a 64-hex key id nor a readable PEM file ({exc.strerror})") from None
+            raise BadModelError(f"cannot read the PEM public key file {key} ({exc.strerror})") from None
+    elif "-----BEGIN" not in key:
+        key = resolve_signer(ctx, key, [resolve_node(args.node, ctx.home)])
     key_id = TrustList(Home(ctx.home).ensure().trust_path).add(key)
     ctx.emit({"key_id": key_id, "trusted": True}, f"trusted {key_id}")
     return 0
-
-
-def _looks_like_key_id(text: str) -> bool:
-    return len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 def cmd_trust_ls(args: argparse.Namespace, ctx: Context) -> int:

@@ -33,6 +33,7 @@ from hivemind.utils.timed_storage import get_dht_time
 
 from node.errors import NodeError
 from node.network.dht_records import NODES_KEY, RECORD_EXPIRY_S, NodeRecord, holders_key
+from node.process.shutdown import kill_children
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +44,7 @@ PR_SET_PDEATHSIG = 1
 
 def _kill_children_and_exit() -> None:
     """Kill every process this one started (p2pd), then exit at once."""
-    import psutil
-
-    for child in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            child.kill()
+    kill_children()
     os._exit(0)
 
 
@@ -106,11 +103,18 @@ class Discovery:
         """(Re)publish this node's record and holder entries; best effort, logs failures."""
         expires = get_dht_time() + RECORD_EXPIRY_S
         try:
-            self._dht.store(NODES_KEY, record.to_value(), expires, subkey=self._marker)
+            self._store(NODES_KEY, record.to_value(), expires)
             for model_id in model_ids:
-                self._dht.store(holders_key(model_id), record.addr, expires, subkey=self._marker)
+                self._store(holders_key(model_id), record.addr, expires)
         except Exception as exc:  # a DHT hiccup must not take the node down
             log.warning("DHT announce failed: %s", exc)
+
+    def _store(self, key: str, value: Any, expires: float) -> None:
+        """One bounded store: a DHT child that died never answers, and must not block the node."""
+        if not self._dht.is_alive():
+            raise NodeError(f"the DHT child process (pid {self._dht.pid}) is not running")
+        self._dht.store(key, value, expires, subkey=self._marker, return_future=True).result(
+            timeout=DHT_CALL_TIMEOUT_S)
 
     def leave(self, model_ids: Sequence[str] = ()) -> None:
         """Overwrite our records with tombstones so peers stop listing us at once.
@@ -120,13 +124,16 @@ class Discovery:
         """
         expires = get_dht_time() + RECORD_EXPIRY_S + 1.0
         try:
-            self._dht.store(NODES_KEY, {"left": True}, expires, subkey=self._marker)
+            self._store(NODES_KEY, {"left": True}, expires)
             for model_id in model_ids:
-                self._dht.store(holders_key(model_id), "", expires, subkey=self._marker)
+                self._store(holders_key(model_id), "", expires)
         except Exception as exc:
             log.warning("DHT leave announcement failed: %s", exc)
 
     def _subvalues(self, key: str) -> list[Any]:
+        if not self._dht.is_alive():
+            log.warning("DHT lookup of %s skipped: the DHT child process is not running", key)
+            return []
         try:
             found = self._dht.get(key, latest=True, return_future=True).result(timeout=DHT_CALL_TIMEOUT_S)
         except Exception as exc:

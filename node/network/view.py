@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import grpc
@@ -66,14 +67,23 @@ class Network:
 
     # -- NetworkHooks -------------------------------------------------------------------------
 
+    def _add_peer(self, addr: str, key_id: str = "", version: str = "", source: str = "gossip") -> bool:
+        """PeerTable.add that logs a newcomer (True when it was new)."""
+        new = self.peers.add(addr, key_id, version, source=source)
+        if new:
+            log.info("peer joined: %s (key %s, via %s)", addr, key_id[:16] or "?", source,
+                     extra={"peer": addr, "key_id": key_id or None})
+        return new
+
     def exchange_peers(self, sender: PeerRef, known: list[PeerRef]) -> list[PeerRef]:
-        if sender.grpc_addr and self.peers.add(sender.grpc_addr, sender.key_id, sender.version, source="announce"):
+        if sender.grpc_addr and self._add_peer(sender.grpc_addr, sender.key_id, sender.version, source="announce"):
             self.announce_now.set()  # a newcomer: push it our ads now rather than in a minute
         for peer in known:
-            self.peers.add(peer.grpc_addr, peer.key_id, peer.version, source="gossip")
+            self._add_peer(peer.grpc_addr, peer.key_id, peer.version, source="gossip")
         return [PeerRef(p.addr, p.key_id, p.version) for p in self.peers.gossip() if p.addr != sender.grpc_addr]
 
     def peer_left(self, sender: PeerRef) -> None:
+        log.info("peer left: %s", sender.grpc_addr, extra={"peer": sender.grpc_addr, "key_id": sender.key_id or None})
         self.peers.remove(sender.grpc_addr)
         with self._lock:
             for holders in self._ad_holders.values():
@@ -86,7 +96,7 @@ class Network:
             return {a for a, seen in self._ad_holders.get(model_id, {}).items() if seen > cutoff}
 
     def accept_ads(self, sender: PeerRef, ads: list[VerifiedAd]) -> None:
-        self.peers.add(sender.grpc_addr, sender.key_id, sender.version, source="advertise")
+        self._add_peer(sender.grpc_addr, sender.key_id, sender.version, source="advertise")
         for ad in ads:
             self._remember(ad, sender.grpc_addr)
 
@@ -97,12 +107,16 @@ class Network:
             for record in self.discovery.find_nodes():
                 if record.addr == self.self_ref.grpc_addr:
                     continue
-                self.peers.add(record.addr, record.key_id, record.version, source="dht")
+                self._add_peer(record.addr, record.key_id, record.version, source="dht")
                 for model_id in record.models:
                     wanted.setdefault(model_id, set()).add(record.addr)
         for model_id in list(self._ad_holders):
             wanted.setdefault(model_id, set()).update(self._fresh_ad_holders(model_id))
-        rows = []
+        # Models held here are listed too, with this node first among their holders: a listing
+        # that left them out made a model every node holds show `holders=0` on each of them.
+        rows = [replace(s, holders=tuple(self.peers.order([self.self_ref.grpc_addr,
+                                                           *sorted(wanted.get(s.model_id, set()))])))
+                for s in self.view.summaries(kind)]
         fetches = 0
         for model_id, holders in wanted.items():
             if model_id in local or not holders:
@@ -191,7 +205,7 @@ class Network:
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 self.peers.mark_bad(addr, f"unreachable: {exc.code().name}")
             return
-        learned = [self.peers.add(p.grpc_addr, p.key_id, p.version, source="gossip") for p in reply.known]
+        learned = [self._add_peer(p.grpc_addr, p.key_id, p.version, source="gossip") for p in reply.known]
         if any(learned):  # introduce ourselves to the newcomers now, not in a minute
             self.announce_now.set()
 

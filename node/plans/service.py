@@ -123,7 +123,10 @@ class PlansServicer(pb_grpc.PlansServicer):
         sender = request.sender or None
         if sender:
             self.peers.add(sender, source="plans")
-        return pb.PlanAck(accepted=engine.receive(kind, bundle, sender=sender))
+        accepted = engine.receive(kind, bundle, sender=sender)
+        log.info("%s statement from %s: %s", kind, sender or context.peer(), "accepted" if accepted else "not applied",
+                 extra={"kind": kind, "peer": sender})
+        return pb.PlanAck(accepted=accepted)
 
     def Offer(self, request, context):
         return self._statement("plan", request, context)

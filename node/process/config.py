@@ -1,4 +1,4 @@
-"""Node configuration: one frozen `NodeConfig` built from `node start` flags, plus address parsing.
+"""Node configuration: one frozen `NodeConfig` built from the resolved settings, plus address parsing.
 
     cfg = NodeConfig(home=Path("~/.mergenet"), listen="127.0.0.1:0", peers=("10.0.0.2:7470",))
 """
@@ -6,13 +6,16 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from node.errors import NodeInputError
+from node.errors import NodeError, NodeInputError
 
 DEFAULT_LISTEN = "127.0.0.1:7470"
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+MAX_PORT = 65535
 
 
 def primary_address() -> str:
@@ -28,9 +31,33 @@ def primary_address() -> str:
 def parse_hostport(text: str, what: str = "address") -> tuple[str, int]:
     """`HOST:PORT` → (host, port); NodeInputError naming `what` when malformed."""
     host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= MAX_PORT:
         raise NodeInputError(f"{what} {text!r} is not HOST:PORT (for example 127.0.0.1:7470)")
     return host.strip("[]"), int(port)
+
+
+def check_port_free(listen: str) -> None:
+    """NodeError in one sentence when `listen` cannot be bound (port taken, or not this machine's
+    address): checked before the DHT child forks and before gRPC logs its own complaint."""
+    import errno
+
+    host, port = parse_hostport(listen, "--listen")
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise NodeError(f"cannot listen on {listen}: {host!r} does not resolve ({exc.strerror})") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: TIME_WAIT is no clash
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise NodeError(f"cannot listen on {listen}: port {port} is already in use (another node? try "
+                                f"--listen {host}:0 for a free port)") from None
+            raise NodeError(f"cannot listen on {listen}: {exc.strerror}") from None
 
 
 def split_list(text: str | None) -> tuple[str, ...]:
@@ -49,6 +76,7 @@ class NodeConfig:
     :param initial_peers: DHT multiaddrs to join directly
     :param advertise: the gRPC address peers should use (default: the listen address, with a
         wildcard host replaced by this machine's primary address)
+    :param metrics_port: port of the opt-in Prometheus endpoint (0: off)
     """
 
     home: Path
@@ -57,6 +85,7 @@ class NodeConfig:
     dht: bool = True
     initial_peers: tuple[str, ...] = ()
     advertise: str = ""
+    metrics_port: int = 0
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen, "--listen")
@@ -64,6 +93,8 @@ class NodeConfig:
             parse_hostport(peer, "--peers entry")
         if self.advertise:
             parse_hostport(self.advertise, "--advertise")
+        if not 0 <= self.metrics_port <= MAX_PORT:
+            raise NodeInputError(f"metrics port {self.metrics_port} is not a port number (0 turns metrics off)")
         if self.initial_peers and not self.dht:
             raise NodeInputError("--initial-peers joins a DHT, which --no-dht turns off; drop one of the two")
 
@@ -77,7 +108,8 @@ class NodeConfig:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     @classmethod
-    def from_flags(cls, home: Path, listen: str | None, peers: str | None, dht: bool,
-                   initial_peers: str | None, advertise: str | None = None) -> NodeConfig:
-        return cls(home=home, listen=listen or DEFAULT_LISTEN, peers=split_list(peers), dht=dht,
-                   initial_peers=split_list(initial_peers), advertise=advertise or "")
+    def from_settings(cls, home: Path, values: Mapping[str, Any]) -> NodeConfig:
+        """From resolved settings (node.process.settings: config file < environment < flags)."""
+        return cls(home=home, listen=values["listen"] or DEFAULT_LISTEN, peers=tuple(values["peers"]),
+                   dht=values["dht"], initial_peers=tuple(values["initial_peers"]), advertise=values["advertise"],
+                   metrics_port=values["metrics_port"])

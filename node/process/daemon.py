@@ -5,7 +5,10 @@
     node.run_until_signal() # SIGINT/SIGTERM → stop(): announce leaving, stop gRPC, reap the DHT
 
 `start` and `stop` own every thread and process the node runs: the DHT child, the gRPC server,
-the announce loop and the plan ticker. `home/node.json` ({"pid", "addr", "dht_maddrs"}) lets
+the announce loop and the plan ticker. `start` takes the home lock (one node per home) and
+keeps it until `stop`; a signal that `stop` cannot honour in time ends the process hard
+(node.process.shutdown). The log is `home/logs/node.log`, JSON lines (node.process.logs).
+`home/node.json` ({"pid", "addr", "dht_maddrs"}) lets
 client commands find the local node; it is removed on a clean stop and ignored when its pid is gone.
 Each start also issues a new operator token (HOME/operator.token, `node.process.auth`) that local
 clients send on the calls only the operator may make.
@@ -27,8 +30,11 @@ from node.network.dht_records import ANNOUNCE_PERIOD_S
 from node.network.peers import PeerTable
 from node.network.view import Network, say_goodbye
 from node.process.auth import OperatorGate, new_token, save_token
-from node.process.config import NodeConfig, parse_hostport
+from node.process.config import NodeConfig, check_port_free, parse_hostport
+from node.process.lockfile import HomeLock
+from node.process.logs import LOG_FILE, attach_file_log, detach
 from node.process.server import NodeServer, ServiceSpec
+from node.process.shutdown import StopWatchdog
 from registry.services.hooks import PeerRef
 from registry.services.local_view import LocalView
 from registry.version import MERGENET_VERSION
@@ -36,7 +42,6 @@ from registry.version import MERGENET_VERSION
 log = logging.getLogger(__name__)
 
 NODE_FILE = "node.json"
-LOG_FILE = "node.log"
 STOP_GRACE_S = 2.0
 THREAD_JOIN_S = 5.0
 VERSION = f"mergenet/{MERGENET_VERSION}"
@@ -67,6 +72,7 @@ class Node:
         self._server: NodeServer | None = None
         self._threads: list[threading.Thread] = []
         self._log_handler: logging.Handler | None = None
+        self._lock = HomeLock(config.home)
         self.discovery: Any = None  # node.network.discovery.Discovery when the DHT is on
         self.addr = ""
         self.view: LocalView
@@ -77,6 +83,12 @@ class Node:
         from node.plans.service import PlanService
         from registry.identity import Identity
 
+        self._lock.acquire()  # before anything touches the home's log, store or node file
+        try:
+            check_port_free(self.config.listen)
+        except NodeError:
+            self._lock.release()
+            raise
         self._log_to_file()
         identity, _ = Identity.load_or_create(self.home)
         self.view = LocalView.open(self.home)
@@ -102,11 +114,13 @@ class Node:
             self._server = None
             self._stop_discovery()
             self._detach_log()
+            self._lock.release()
             raise
         self._spawn("announce", self._announce_loop)
         self._spawn("plans", lambda: self.plans.run(self._stop))
         self._write_node_file()
-        log.info("node %s listening on %s (DHT %s)", identity.key_id[:16], self.addr, self.dht_maddrs or "off")
+        log.info("node %s started, listening on %s (DHT %s)", identity.key_id[:16], self.addr,
+                 self.dht_maddrs or "off", extra={"key_id": identity.key_id, "peer": self.addr})
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -144,20 +158,17 @@ class Node:
         tmp.write_text(json.dumps(info))
         os.replace(tmp, self.home.root / NODE_FILE)
 
+    @property
+    def log_path(self) -> Path:
+        """The node's JSON-lines log (rotated; see node.process.logs)."""
+        return self.home.logs_dir / LOG_FILE
+
     def _log_to_file(self) -> None:
-        handler = self._log_handler = logging.FileHandler(self.home.logs_dir / LOG_FILE)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root = logging.getLogger()
-        root.addHandler(handler)
-        if root.level > logging.INFO or root.level == logging.NOTSET:
-            root.setLevel(logging.INFO)
-            for other in root.handlers:  # keep the console as quiet as the user asked
-                if other is not handler and other.level == logging.NOTSET:
-                    other.setLevel(logging.WARNING)
+        self._log_handler = attach_file_log(self.log_path)
 
     def run_until_signal(self, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
-        for sig in signals:
-            signal.signal(sig, lambda *_: self._stop.set())
+        """Serve until a signal; then stop cleanly, or hard within STOP_DEADLINE_S (see shutdown)."""
+        StopWatchdog(on_first=self._stop.set).install(signals)
         while not self._stop.wait(0.5):
             pass
         self.stop()
@@ -178,13 +189,13 @@ class Node:
         self._server = None
         self._stop_discovery()
         (self.home.root / NODE_FILE).unlink(missing_ok=True)
-        log.info("node %s stopped", self.addr)
+        log.info("node %s stopped", self.addr, extra={"peer": self.addr})
         self._detach_log()
+        self._lock.release()
 
     def _detach_log(self) -> None:
         if self._log_handler is not None:
-            logging.getLogger().removeHandler(self._log_handler)
-            self._log_handler.close()
+            detach(self._log_handler)
             self._log_handler = None
 
     def _stop_discovery(self) -> None:

@@ -52,7 +52,8 @@ class NetworkHooks(Protocol):
         """Remember verified ads a peer pushed: the sender holds these models."""
 
     def remote_models(self, kind: str | None) -> list[ModelSummary]:
-        """Models seen elsewhere in the network (DHT + peers), signatures verified."""
+        """Models in the network (DHT + peers), signatures verified, with their holders; models
+        held here too are listed with this node among their holders."""
 
     def holders(self, model_id: str) -> list[str]:
         """gRPC addresses believed to hold a model, best first."""

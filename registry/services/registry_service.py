@@ -17,6 +17,7 @@ from protos import mergenet_pb2 as pb
 from protos import mergenet_pb2_grpc as pb_grpc
 from registry.errors import BadIdError
 from registry.ids import ModelId
+from registry.manifest import KINDS as MODEL_KINDS
 from registry.services import convert
 from registry.services.ads import verify_ad
 from registry.services.hooks import NetworkHooks
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 # One request may carry at most this many ads / gossip entries / ids.
 MAX_ITEMS_PER_REQUEST = 256
-KINDS = ("", "expert", "merged")
+KINDS = ("", *MODEL_KINDS)
 
 def _model_id_or_abort(text: str, context: grpc.ServicerContext) -> ModelId:
     try:
@@ -61,12 +62,12 @@ class RegistryServicer(pb_grpc.RegistryServicer):
 
     def List(self, request: pb.ListRequest, context: grpc.ServicerContext) -> pb.ListReply:
         if request.kind not in KINDS:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"kind {request.kind!r} is not expert or merged")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"kind {request.kind!r} is not one of {', '.join(MODEL_KINDS)}")
         kind = request.kind or None
         rows = {s.model_id: s for s in self._view.summaries(kind)}
-        if request.include_remote:
-            for s in self._hooks.remote_models(kind):
-                rows.setdefault(s.model_id, s)
+        if request.include_remote:  # the network's rows carry holders, local ones included
+            rows.update({s.model_id: s for s in self._hooks.remote_models(kind)})
         return pb.ListReply(models=[convert.summary_to_pb(s) for s in rows.values()])
 
     def GetManifest(self, request: pb.GetManifestRequest, context: grpc.ServicerContext) -> pb.ModelAd:

@@ -24,9 +24,12 @@ def test_parse_hostport_and_config_validation(tmp_path):
 
 
 def test_config_from_flags_has_no_test_knobs(tmp_path, monkeypatch):
+    from node.process.settings import load_settings
+
     # Test-only switches live in tests/node/launch.py; the product's configuration ignores them.
     monkeypatch.setenv("MERGENET_TEST_TAMPER", "1")
-    cfg = NodeConfig.from_flags(tmp_path, None, "10.0.0.1:7470", False, None)
+    settings = load_settings(tmp_path, {"peers": "10.0.0.1:7470", "dht": False}, environ={})
+    cfg = NodeConfig.from_settings(tmp_path, settings.values)
     assert (cfg.listen, cfg.peers, cfg.dht) == ("127.0.0.1:7470", ("10.0.0.1:7470",), False)
     assert not any("tamper" in f or "throttle" in f for f in NodeConfig.__dataclass_fields__)
 
