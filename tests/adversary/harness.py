@@ -1,15 +1,17 @@
 """A hostile peer against real in-process nodes on 127.0.0.1: start a node with chosen bounds,
-open Transfer streams that are never read, time the calls an honest operator depends on.
+open Transfer streams that are never read, send gossip under any sender's name, time the calls
+an honest operator depends on.
 
     with running_node(home, transfer=StreamSlots(send_timeout_s=2)) as node:
         streams = open_unread_streams(node.addr, digest, 32)
         assert probe_latency(node.addr) < 5
+        announce(node.addr, sender="127.0.0.1:9", leaving=True)   # a goodbye in someone's name
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,8 @@ from node.process.daemon import Node
 from node.process.server import ServiceSpec
 from protos import mergenet_pb2 as pb
 from protos import mergenet_pb2_grpc as pb_grpc
+from registry.services import convert
+from registry.services.ads import SignedAd
 from registry.services.limits import StreamSlots
 from registry.services.rate import RateLimiter
 from registry.services.registry_service import RegistryServicer
@@ -111,3 +115,34 @@ def probe_latency(addr: str, timeout_s: float = 30.0) -> float:
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
         registry_stub(ch).GetNetworkInfo(pb.NetworkInfoRequest(), timeout=timeout_s)
     return time.monotonic() - start
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def announce(addr: str, sender: str, known: Sequence[str] = (), leaving: bool = False) -> pb.AnnounceReply:
+    """One Announce claiming to come from `sender`, naming `known` peers."""
+    request = pb.AnnounceRequest(sender=pb.PeerInfo(grpc_addr=sender), leaving=leaving,
+                                 known=[pb.PeerInfo(grpc_addr=k) for k in known])
+    with connect(addr) as ch:
+        return registry_stub(ch).Announce(request, timeout=10)
+
+
+def advertise(addr: str, senders: Sequence[str], ad: SignedAd) -> int:
+    """Push the same ad once under each sender's name over one connection; how many were accepted."""
+    msg = convert.ad_to_pb(ad)
+    with connect(addr) as ch:
+        stub = registry_stub(ch)
+        return sum(stub.Advertise(pb.AdvertiseRequest(sender=pb.PeerInfo(grpc_addr=s), models=[msg]),
+                                  timeout=10).accepted for s in senders)
+
+
+def find_holders(addr: str, model_id: str) -> list[str]:
+    with connect(addr) as ch:
+        return list(registry_stub(ch).FindHolders(pb.FindHoldersRequest(model_id=model_id), timeout=10).holders)

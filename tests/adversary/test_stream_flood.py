@@ -4,13 +4,11 @@ send timeout (CANCELLED), and an honest pull completes once they are gone."""
 
 from __future__ import annotations
 
-import time
-
 import grpc
 import pytest
 
 from registry.services.limits import StreamSlots
-from tests.adversary.harness import open_unread_streams, probe_latency, running_node
+from tests.adversary.harness import open_unread_streams, probe_latency, running_node, wait_for
 from tests.node.netutil import folder_bytes
 
 pytestmark = pytest.mark.timeout(120)
@@ -19,15 +17,6 @@ FLOOD = 32
 # Generous: on an idle machine a probe takes milliseconds; before the slots it never returned.
 PROBE_BOUND_S = 5.0
 SEND_TIMEOUT_S = 2.0
-
-
-def wait_for(predicate, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_unread_streams_neither_freeze_the_node_nor_outlive_the_send_timeout(held, tmp_path):
