@@ -6,6 +6,8 @@
 
 A service is a `ServiceSpec(name, add)`: `add(server, node)` registers its servicer. The node's
 services are `node.process.services.DEFAULT_SERVICES`; a test launcher may pass others.
+One thread pool serves every service; Transfer streams may hold only MAX_FETCH_STREAMS of its
+threads (registry.services.limits), so RESERVED_WORKERS always remain for everything else.
 """
 
 from __future__ import annotations
