@@ -2,7 +2,8 @@
 and the view of remote models built from verified ads.
 
 - `connect`, stubs, `rpc_error`, `operator_metadata` (the operator token as call metadata) → client.py
-- `PeerTable` (known peers, misbehaviour memory) → peers.py
+- `PeerTable` (known peers, misbehaviour memory, least-recently-seen eviction) → peers.py
+- `LeaveChecks` (goodbyes honoured once the peer stops answering) → leaving.py
 - DHT key names, timing constants, `NodeRecord` → dht_records.py (no hivemind import)
 - `Discovery` (the hivemind DHT child process) → discovery.py
 - `Network` (gossip, announce rounds, remote ads, holders) → view.py

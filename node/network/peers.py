@@ -2,9 +2,19 @@
 peers that misbehaved (dead, lying, tampering) so pulls try them last and gossip skips them.
 
     table = PeerTable(self_addr="127.0.0.1:7470")
-    table.add("127.0.0.1:7471", key_id="ab…", source="gossip")
+    table.add("127.0.0.1:7471", key_id="ab…", source="announce")   # a peer speaking for itself
+    table.heard("127.0.0.1:7472")                                    # a third party naming a peer
+    table.seen("127.0.0.1:7471")       # it answered a call we made: first-hand contact
+    table.served("127.0.0.1:7471")     # it streamed bytes that verified
     table.mark_bad("127.0.0.1:7471", "served bytes that do not match the manifest")
     table.good()   # addresses worth talking to, best first
+
+What anyone says about a peer is hearsay; only a call the peer answered (`seen`) or bytes it
+served that verified (`served`) count as contact. The table is bounded (MAX_PEERS): when full, a
+newcomer replaces the least recently seen peer, never-contacted ones first (oldest hearsay
+first), so a flood of gossiped addresses only replaces other hearsay, never a peer that answers.
+Peers given by the operator (`source="flag"`) are never evicted. Key ids are labels for
+display; nothing is authorized by them (signed statements carry their own keys).
 
 Thread-safe: gRPC handlers, the announce loop and pulls share one table.
 """
@@ -20,17 +30,33 @@ BAD_PEER_MEMORY_S = 600.0
 # Gossip carries at most this many peers, and the table holds at most this many.
 MAX_GOSSIP_PEERS = 64
 MAX_PEERS = 1024
+# Peers never contacted that one announce round tries to reach (most recently heard first):
+# a flood of hearsay cannot make a round dial a thousand addresses.
+MAX_UNSEEN_PER_ROUND = 16
+MAX_ADDR_CHARS = 300
+FLAG = "flag"
 
 
 @dataclass(frozen=True)
 class Peer:
+    """:param last_seen: when it last answered us or served us verified bytes (0: never)
+    :param heard: when anyone last named it (itself included)
+    :param served_at: when it last streamed us bytes that verified (0: never)
+    """
+
     addr: str
     key_id: str = ""
     version: str = ""
-    source: str = "flag"
+    source: str = "gossip"
     last_seen: float = 0.0
+    heard: float = 0.0
+    served_at: float = 0.0
     bad_until: float = 0.0
     bad_reason: str = ""
+
+
+def _recency(peer: Peer) -> tuple[float, float]:
+    return peer.last_seen, peer.heard
 
 
 class PeerTable:
@@ -40,17 +66,58 @@ class PeerTable:
         self.self_addr = self_addr
 
     def add(self, addr: str, key_id: str = "", version: str = "", source: str = "gossip") -> bool:
-        """Record a peer (or refresh it); False for our own address, junk or a full table."""
-        if not addr or addr == self.self_addr or len(addr) > 300 or ":" not in addr:
+        """A peer (or its signed DHT record, or the operator) names itself; True when it is new.
+        False for our own address, junk, or a table full of peers that may not be evicted."""
+        return self._note(addr, source, key_id=key_id, version=version)
+
+    def heard(self, addr: str, source: str = "gossip") -> bool:
+        """A third party names a peer: only its address is taken (never its key or version)."""
+        return self._note(addr, source)
+
+    def _note(self, addr: str, source: str, **about: str) -> bool:
+        if not addr or addr == self.self_addr or len(addr) > MAX_ADDR_CHARS or ":" not in addr:
             return False
         with self._lock:
             old = self._peers.get(addr)
-            if old is None and len(self._peers) >= MAX_PEERS:
+            if old is None and not self._make_room():
                 return False
             base = old or Peer(addr=addr, source=source)
-            self._peers[addr] = replace(base, key_id=key_id or base.key_id, version=version or base.version,
-                                        last_seen=time.time())
+            changes = {k: v for k, v in about.items() if v}
+            self._peers[addr] = replace(base, heard=time.time(), **changes)
             return old is None
+
+    def _make_room(self) -> bool:
+        """Evict the least recently seen peer when full (lock held); False when nothing may go."""
+        if len(self._peers) < MAX_PEERS:
+            return True
+        evictable = [p for p in self._peers.values() if p.source != FLAG]
+        if not evictable:
+            return False
+        del self._peers[min(evictable, key=_recency).addr]
+        return True
+
+    def seen(self, addr: str) -> None:
+        """First-hand contact: the peer answered a call we made to its address."""
+        self._touch(addr, "last_seen")
+
+    def served(self, addr: str) -> None:
+        """The peer streamed us bytes that verified: a real holder, and alive."""
+        self._touch(addr, "last_seen", "served_at")
+
+    def _touch(self, addr: str, *fields: str) -> None:
+        now = time.time()
+        with self._lock:
+            old = self._peers.get(addr)
+            if old is None and (addr == self.self_addr or not self._make_room()):
+                return
+            base = old or Peer(addr=addr, source="contact", heard=now)
+            self._peers[addr] = replace(base, **dict.fromkeys(fields, now))
+
+    def served_at(self, addr: str) -> float:
+        """When the peer last streamed us bytes that verified; 0 when it never did."""
+        with self._lock:
+            peer = self._peers.get(addr)
+            return peer.served_at if peer is not None else 0.0
 
     def remove(self, addr: str) -> None:
         with self._lock:
@@ -58,7 +125,11 @@ class PeerTable:
 
     def mark_bad(self, addr: str, reason: str) -> None:
         with self._lock:
-            base = self._peers.get(addr) or Peer(addr=addr, source="pull")
+            base = self._peers.get(addr)
+            if base is None:
+                if not self._make_room():
+                    return
+                base = Peer(addr=addr, source="pull")
             self._peers[addr] = replace(base, bad_until=time.time() + BAD_PEER_MEMORY_S, bad_reason=reason)
 
     def is_bad(self, addr: str) -> bool:
@@ -66,18 +137,27 @@ class PeerTable:
             peer = self._peers.get(addr)
             return peer is not None and peer.bad_until > time.time()
 
-    def good(self) -> list[str]:
-        """Addresses not currently marked bad, most recently seen first."""
+    def _good(self) -> list[Peer]:
         now = time.time()
         with self._lock:
             peers = [p for p in self._peers.values() if p.bad_until <= now]
-        return [p.addr for p in sorted(peers, key=lambda p: -p.last_seen)]
+        return sorted(peers, key=_recency, reverse=True)
+
+    def good(self) -> list[str]:
+        """Addresses not currently marked bad, most recently seen first (then most recently heard)."""
+        return [p.addr for p in self._good()]
 
     def gossip(self) -> list[Peer]:
-        now = time.time()
-        with self._lock:
-            peers = [p for p in self._peers.values() if p.bad_until <= now]
-        return sorted(peers, key=lambda p: -p.last_seen)[:MAX_GOSSIP_PEERS]
+        """What we tell others: peers we contacted first, hearsay only in the remaining places."""
+        return self._good()[:MAX_GOSSIP_PEERS]
+
+    def round_targets(self) -> list[str]:
+        """Whom one announce round dials: every good peer we contacted or were told of by the
+        operator, plus at most MAX_UNSEEN_PER_ROUND others (most recently heard first)."""
+        peers = self._good()
+        known = [p.addr for p in peers if p.last_seen or p.source == FLAG]
+        unseen = [p.addr for p in peers if not (p.last_seen or p.source == FLAG)]
+        return known + unseen[:MAX_UNSEEN_PER_ROUND]
 
     def all(self) -> list[Peer]:
         with self._lock:

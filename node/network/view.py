@@ -2,10 +2,13 @@
 
     net = Network(self_ref, view, peers, discovery)   # NetworkHooks for the Registry servicer
     net.announce_once()      # DHT announce + gossip + push our ads to peers (the announce loop)
-    net.holders(model_id)    # gRPC addresses to pull from, good peers first
+    net.holders(model_id)    # gRPC addresses to pull from, best first, at most MAX_HOLDERS_LISTED
 
 Nothing a peer says is trusted: ads are kept only after `verify_ad`; DHT records are signed by
 hivemind's validator and still parsed defensively; a peer whose ad does not verify is marked bad.
+Holders are ranked by evidence: holders that served this node verified bytes first, then those
+with a signed DHT record, then those that only advertised (earliest first); ad claimants per
+model are bounded. A goodbye is only a claim: `LeaveChecks` forgets a peer once it stops answering.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import grpc
 
 from node.network.client import CALL_TIMEOUT_S, connect, registry_stub
 from node.network.dht_records import RECORD_EXPIRY_S, NodeRecord
+from node.network.leaving import LeaveChecks
 from node.network.peers import PeerTable
 from protos import mergenet_pb2 as pb
 from registry.errors import RegistryError
@@ -42,6 +46,11 @@ MAX_CACHED_ADS = 4096
 # One listing fetches at most this many unknown manifests, so a peer claiming thousands of
 # models cannot make a listing take forever.
 MAX_MANIFEST_FETCHES_PER_LIST = 32
+# FindHolders and listings name at most this many holders of one model; at most this many
+# holders that only advertised a model are remembered for it (the least recently advertised
+# one that never served us verified bytes makes room for a newcomer).
+MAX_HOLDERS_LISTED = 16
+MAX_AD_HOLDERS_PER_MODEL = 32
 # Half the gRPC message limit: an Advertise request carries as many ads as fit in this.
 ADVERTISE_BATCH_BYTES = 512 * 1024
 
@@ -63,37 +72,62 @@ class Network:
         self.announce_now = threading.Event()
         self._lock = threading.Lock()
         self._ads: dict[str, VerifiedAd] = {}
-        self._ad_holders: dict[str, dict[str, float]] = {}  # model id → holder → when it last advertised
+        # model id → holder → (when it first advertised it, when it last did)
+        self._ad_holders: dict[str, dict[str, tuple[float, float]]] = {}
+        self.leaving = LeaveChecks(on_gone=self.forget)
 
     # -- NetworkHooks -------------------------------------------------------------------------
 
     def _add_peer(self, addr: str, key_id: str = "", version: str = "", source: str = "gossip") -> bool:
-        """PeerTable.add that logs a newcomer (True when it was new)."""
+        """PeerTable.add (the peer names itself) that logs a newcomer (True when it was new)."""
         new = self.peers.add(addr, key_id, version, source=source)
         if new:
             log.info("peer joined: %s (key %s, via %s)", addr, key_id[:16] or "?", source,
                      extra={"peer": addr, "key_id": key_id or None})
         return new
 
+    def _heard(self, addr: str) -> bool:
+        """PeerTable.heard (a third party names it) that logs a newcomer."""
+        new = self.peers.heard(addr)
+        if new:
+            log.info("peer joined: %s (heard of via gossip)", addr, extra={"peer": addr})
+        return new
+
     def exchange_peers(self, sender: PeerRef, known: list[PeerRef]) -> list[PeerRef]:
         if sender.grpc_addr and self._add_peer(sender.grpc_addr, sender.key_id, sender.version, source="announce"):
             self.announce_now.set()  # a newcomer: push it our ads now rather than in a minute
         for peer in known:
-            self._add_peer(peer.grpc_addr, peer.key_id, peer.version, source="gossip")
+            self._heard(peer.grpc_addr)
         return [PeerRef(p.addr, p.key_id, p.version) for p in self.peers.gossip() if p.addr != sender.grpc_addr]
 
     def peer_left(self, sender: PeerRef) -> None:
-        log.info("peer left: %s", sender.grpc_addr, extra={"peer": sender.grpc_addr, "key_id": sender.key_id or None})
-        self.peers.remove(sender.grpc_addr)
+        self.leaving.claim(sender.grpc_addr)
+
+    def forget(self, addr: str) -> None:
+        """A peer is gone (it said so and stopped answering): drop it and its ads."""
+        log.info("peer left: %s", addr, extra={"peer": addr})
+        self.peers.remove(addr)
         with self._lock:
             for holders in self._ad_holders.values():
-                holders.pop(sender.grpc_addr, None)
+                holders.pop(addr, None)
 
-    def _fresh_ad_holders(self, model_id: str) -> set[str]:
-        """Holders whose ads are younger than the DHT record expiry (ads are re-pushed each round)."""
+    def _fresh_ad_holders(self, model_id: str) -> list[str]:
+        """Holders whose ads are younger than the DHT record expiry (ads are re-pushed each round),
+        those that advertised the model first, first."""
         cutoff = time.time() - RECORD_EXPIRY_S
         with self._lock:
-            return {a for a, seen in self._ad_holders.get(model_id, {}).items() if seen > cutoff}
+            fresh = [(first, a) for a, (first, last) in self._ad_holders.get(model_id, {}).items() if last > cutoff]
+        return [a for _, a in sorted(fresh)]
+
+    def _rank(self, local: list[str], signed: list[str], claimed: list[str]) -> list[str]:
+        """Holders best first, at most MAX_HOLDERS_LISTED: ourselves; those that served us verified
+        bytes (latest first); those with a signed DHT record; those that only advertised; known-bad
+        peers after all good ones."""
+        others = list(dict.fromkeys([*signed, *claimed]))
+        served = {a: t for a in others if (t := self.peers.served_at(a))}
+        proven = sorted(served, key=served.__getitem__, reverse=True)
+        ranked = [*local, *proven, *(a for a in others if a not in served)]
+        return self.peers.order(ranked)[:MAX_HOLDERS_LISTED]
 
     def accept_ads(self, sender: PeerRef, ads: list[VerifiedAd]) -> None:
         self._add_peer(sender.grpc_addr, sender.key_id, sender.version, source="advertise")
@@ -102,44 +136,41 @@ class Network:
 
     def remote_models(self, kind: str | None) -> list[ModelSummary]:
         local = set(self.view.ids())
-        wanted: dict[str, set[str]] = {}
+        signed: dict[str, list[str]] = {}
         if self.discovery is not None:
             for record in self.discovery.find_nodes():
                 if record.addr == self.self_ref.grpc_addr:
                     continue
                 self._add_peer(record.addr, record.key_id, record.version, source="dht")
                 for model_id in record.models:
-                    wanted.setdefault(model_id, set()).add(record.addr)
-        for model_id in list(self._ad_holders):
-            wanted.setdefault(model_id, set()).update(self._fresh_ad_holders(model_id))
+                    signed.setdefault(model_id, []).append(record.addr)
+        with self._lock:
+            advertised = list(self._ad_holders)
         # Models held here are listed too, with this node first among their holders: a listing
         # that left them out made a model every node holds show `holders=0` on each of them.
-        rows = [replace(s, holders=tuple(self.peers.order([self.self_ref.grpc_addr,
-                                                           *sorted(wanted.get(s.model_id, set()))])))
+        rows = [replace(s, holders=tuple(self._rank([self.self_ref.grpc_addr], signed.get(s.model_id, []),
+                                                     self._fresh_ad_holders(s.model_id))))
                 for s in self.view.summaries(kind)]
         fetches = 0
-        for model_id, holders in wanted.items():
+        for model_id in dict.fromkeys([*signed, *advertised]):
+            holders = self._rank([], signed.get(model_id, []), self._fresh_ad_holders(model_id))
             if model_id in local or not holders:
                 continue
             ad = self._ads.get(model_id)
             if ad is None and fetches < MAX_MANIFEST_FETCHES_PER_LIST:  # the rest on the next listing
                 fetches += 1
-                ad = self.fetch_ad(model_id, sorted(holders))
+                ad = self.fetch_ad(model_id, holders)
             if ad is None:
                 continue
-            summary = _summary(ad, holders=tuple(self.peers.order(sorted(holders))))
+            summary = _summary(ad, holders=tuple(holders))
             if kind is None or summary.kind == kind:
                 rows.append(summary)
         return rows
 
     def holders(self, model_id: str) -> list[str]:
-        found: list[str] = []
-        if model_id in set(self.view.ids()):
-            found.append(self.self_ref.grpc_addr)
-        if self.discovery is not None:
-            found += self.discovery.find_holders(model_id)
-        found += sorted(self._fresh_ad_holders(model_id))
-        return self.peers.order(found)
+        local = [self.self_ref.grpc_addr] if model_id in set(self.view.ids()) else []
+        signed = self.discovery.find_holders(model_id) if self.discovery is not None else []
+        return self._rank(local, signed, self._fresh_ad_holders(model_id))
 
     def network_state(self) -> NetworkState:
         maddrs = tuple(self.discovery.maddrs()) if self.discovery is not None else ()
@@ -166,6 +197,7 @@ class Network:
                 log.warning("peer %s served a manifest that does not verify: %s", addr, exc)
                 self.peers.mark_bad(addr, f"bad manifest for {model_id}: {exc}")
                 continue
+            self.peers.seen(addr)
             self._remember(ad, addr)
             return ad
         return None
@@ -176,7 +208,20 @@ class Network:
                 return
             self._ads[ad.model_id] = ad
             if holder:
-                self._ad_holders.setdefault(ad.model_id, {})[holder] = time.time()
+                self._note_holder(self._ad_holders.setdefault(ad.model_id, {}), holder)
+
+    def _note_holder(self, holders: dict[str, tuple[float, float]], addr: str) -> None:
+        """Record that `addr` advertised a model (lock held), within MAX_AD_HOLDERS_PER_MODEL."""
+        now = time.time()
+        if addr in holders:
+            holders[addr] = (holders[addr][0], now)
+            return
+        if len(holders) >= MAX_AD_HOLDERS_PER_MODEL:
+            unproven = [a for a in holders if not self.peers.served_at(a)]
+            if not unproven:
+                return
+            del holders[min(unproven, key=lambda a: holders[a][1])]
+        holders[addr] = (now, now)
 
     def record(self) -> NodeRecord:
         return NodeRecord(addr=self.self_ref.grpc_addr, key_id=self.self_ref.key_id, version=self.self_ref.version,
@@ -189,7 +234,7 @@ class Network:
             self.discovery.announce(record, record.models)
         ads = [convert.ad_to_pb(ad) for ad in (self.view.ad(i) for i in record.models) if ad is not None]
         me = convert.peer_to_pb(self.self_ref)
-        for addr in self.peers.good():
+        for addr in self.peers.round_targets():
             self._gossip_with(addr, me, ads)
 
     def _gossip_with(self, addr: str, me: pb.PeerInfo, ads: list[pb.ModelAd]) -> None:
@@ -198,6 +243,7 @@ class Network:
             with connect(addr) as ch:
                 stub = registry_stub(ch)
                 reply = stub.Announce(pb.AnnounceRequest(sender=me, known=known), timeout=GOSSIP_TIMEOUT_S)
+                self.peers.seen(addr)
                 for batch in _batches(ads):
                     stub.Advertise(pb.AdvertiseRequest(sender=me, models=batch), timeout=GOSSIP_TIMEOUT_S)
         except grpc.RpcError as exc:
@@ -205,15 +251,16 @@ class Network:
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 self.peers.mark_bad(addr, f"unreachable: {exc.code().name}")
             return
-        learned = [self._add_peer(p.grpc_addr, p.key_id, p.version, source="gossip") for p in reply.known]
+        learned = [self._heard(p.grpc_addr) for p in reply.known]
         if any(learned):  # introduce ourselves to the newcomers now, not in a minute
             self.announce_now.set()
 
 
 def say_goodbye(self_ref: PeerRef, peers: PeerTable) -> None:
-    """Tell every good peer we are leaving, so it stops listing us before our records expire."""
+    """Tell the peers we gossip with that we are leaving, so each stops listing us (once it finds
+    that we no longer answer) before our records expire."""
     me = convert.peer_to_pb(self_ref)
-    for addr in peers.good():
+    for addr in peers.round_targets():
         try:
             with connect(addr) as ch:
                 registry_stub(ch).Announce(pb.AnnounceRequest(sender=me, leaving=True), timeout=GOODBYE_TIMEOUT_S)

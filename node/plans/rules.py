@@ -193,15 +193,15 @@ def choose(plan: Plan, bids: Mapping[str, Bid], reveal: str, excluded: Iterable[
            ) -> tuple[Member, tuple[Member, ...]] | None:
     """Executor and verifiers from bids (bidder key → bid): the executor is the best-ranked
     bidder whose claimed capacity meets the requirements (claims only filter), not excluded;
-    the verifiers the next best-ranked others (only the plan's verifier keys, when it names
-    some). None while the bids do not provide both."""
+    the verifiers the next best-ranked others, not excluded either (an executor that went
+    silent verifies nothing; only the plan's verifier keys, when it names some). None while the bids do not provide both."""
     gone = set(excluded)
     order = sorted(bids, key=lambda key: rank(plan.plan_id, key, reveal))
     executor = next((k for k in order if k not in gone and meets(bids[k], plan.requirements)), None)
     if executor is None:
         return None
     allowed = set(plan.verifier_keys)
-    verifiers = [k for k in order if k != executor and (not allowed or k in allowed)]
+    verifiers = [k for k in order if k != executor and k not in gone and (not allowed or k in allowed)]
     k = plan.verification.verifiers
     if len(verifiers) < k:
         return None

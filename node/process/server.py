@@ -6,6 +6,8 @@
 
 A service is a `ServiceSpec(name, add)`: `add(server, node)` registers its servicer. The node's
 services are `node.process.services.DEFAULT_SERVICES`; a test launcher may pass others.
+One thread pool serves every service; Transfer streams may hold only MAX_FETCH_STREAMS of its
+threads (registry.services.limits), so RESERVED_WORKERS always remain for everything else.
 """
 
 from __future__ import annotations
@@ -21,9 +23,21 @@ from grpc_reflection.v1alpha import reflection
 
 from node.errors import NodeError
 from node.network.client import MAX_MESSAGE_BYTES
+from registry.services.limits import MAX_FETCH_STREAMS
 
-# Worker threads: each streaming Fetch holds one for the transfer's duration.
-MAX_WORKERS = 16
+# Worker threads: each Transfer stream holds one for its duration, and Transfer may hold at most
+# MAX_FETCH_STREAMS of them (registry.services.limits.StreamSlots), so this many always remain
+# for health, registry and plan calls, whatever readers of Transfer streams do.
+RESERVED_WORKERS = 16
+MAX_WORKERS = MAX_FETCH_STREAMS + RESERVED_WORKERS
+# Calls running or queued for a thread; past it gRPC answers RESOURCE_EXHAUSTED at once rather
+# than queueing without bound.
+MAX_CONCURRENT_RPCS = 8 * MAX_WORKERS
+# A connection with no call for this long is closed (a client that opens connections and sits
+# on them costs a socket each); keepalive pings find peers that vanished without closing.
+MAX_CONNECTION_IDLE_MS = 5 * 60 * 1000
+KEEPALIVE_TIME_MS = 60 * 1000
+KEEPALIVE_TIMEOUT_MS = 20 * 1000
 
 
 @dataclass(frozen=True)
@@ -54,7 +68,11 @@ class NodeServer:
             interceptors=list(interceptors),
             options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                     ("grpc.so_reuseport", 0)],
+                     ("grpc.so_reuseport", 0),
+                     ("grpc.max_connection_idle_ms", MAX_CONNECTION_IDLE_MS),
+                     ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+                     ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS)],
+            maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
         )
         try:
             port = server.add_insecure_port(listen)

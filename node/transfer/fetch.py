@@ -150,6 +150,8 @@ class BlobFetcher:
             self._have[digest] = max(self._have.get(digest, 0), size_hint, self._stored_size(digest))
             if addr is not None and addr not in self.sources:
                 self.sources.append(addr)
+        if addr is not None:  # its bytes hashed to the signed digest: holder lists rank it first
+            self.peers.served(addr)
         self._report()
         if self.on_blob is not None:
             self.on_blob(digest)

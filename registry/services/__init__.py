@@ -6,4 +6,6 @@
     registry_service  RegistryServicer (Advertise, List, GetManifest, Announce, GetNetworkInfo, ...)
     transfer_service  TransferServicer (Fetch: stream a blob by sha256 from an offset)
     convert.py        protobuf ⇄ domain types
+    limits.py         StreamSlots: Transfer streams capped in total and per client, send timeout
+    rate.py           RateLimiter: per-client-host token buckets for gossip
 """

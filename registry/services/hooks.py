@@ -46,7 +46,8 @@ class NetworkHooks(Protocol):
         """Record a gossiping peer and whom it knows; return whom we know."""
 
     def peer_left(self, sender: PeerRef) -> None:
-        """A peer announced it is shutting down."""
+        """Someone claims `sender` is shutting down (anyone can send this): act on it only once
+        the peer itself confirms, e.g. by no longer answering at its address."""
 
     def accept_ads(self, sender: PeerRef, ads: list[VerifiedAd]) -> None:
         """Remember verified ads a peer pushed: the sender holds these models."""
@@ -56,7 +57,7 @@ class NetworkHooks(Protocol):
         held here too are listed with this node among their holders."""
 
     def holders(self, model_id: str) -> list[str]:
-        """gRPC addresses believed to hold a model, best first."""
+        """gRPC addresses believed to hold a model, best first (the best evidence first), capped."""
 
     def network_state(self) -> NetworkState: ...
 

@@ -1,10 +1,12 @@
 """Registry servicer: advertise, list and describe models; peer gossip; how to join the DHT.
 
-    RegistryServicer(view=LocalView(home), hooks=node_hooks)
+    RegistryServicer(view=LocalView(home), hooks=node_hooks)   # gossip_rate: default RateLimiter()
 
 Local questions (what do I hold, give me its manifest) are answered from this node's registry
 through `LocalView`; network questions go to the node's `NetworkHooks`. Every request is
-validated here: ids must be `sha256:<64 hex>`, ads must verify, lists are capped.
+validated here: ids must be `sha256:<64 hex>`, ads must verify, lists are capped. Gossip
+(Announce, Advertise) is rate-limited per client host: past the bucket, RESOURCE_EXHAUSTED
+before anything in the request is looked at.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from registry.manifest import KINDS as MODEL_KINDS
 from registry.services import convert
 from registry.services.ads import verify_ad
 from registry.services.hooks import NetworkHooks
+from registry.services.limits import client_host
 from registry.services.local_view import LocalView
+from registry.services.rate import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +46,22 @@ def _cap(items: list, what: str, context: grpc.ServicerContext) -> list:
     return items
 
 class RegistryServicer(pb_grpc.RegistryServicer):
-    def __init__(self, view: LocalView, hooks: NetworkHooks) -> None:
+    """:param gossip_rate: the per-client-host bucket for Announce and Advertise"""
+
+    def __init__(self, view: LocalView, hooks: NetworkHooks, gossip_rate: RateLimiter | None = None) -> None:
         self._view = view
         self._hooks = hooks
+        self._gossip_rate = gossip_rate or RateLimiter()
+
+    def _limit_gossip(self, context: grpc.ServicerContext) -> None:
+        client = client_host(context.peer())
+        if not self._gossip_rate.allow(client):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"too much gossip from {client}: at most {self._gossip_rate.rate_per_s:g} "
+                          f"Announce/Advertise calls per second; slow down")
 
     def Advertise(self, request: pb.AdvertiseRequest, context: grpc.ServicerContext) -> pb.AdvertiseReply:
+        self._limit_gossip(context)
         sender = convert.peer_from_pb(request.sender)
         ads = _cap(list(request.models), "ads", context)
         good, rejected = [], 0
@@ -78,6 +93,7 @@ class RegistryServicer(pb_grpc.RegistryServicer):
         return convert.ad_to_pb(ad)
 
     def Announce(self, request: pb.AnnounceRequest, context: grpc.ServicerContext) -> pb.AnnounceReply:
+        self._limit_gossip(context)
         known = [convert.peer_from_pb(p) for p in _cap(list(request.known), "peers", context)]
         if request.leaving:
             self._hooks.peer_left(convert.peer_from_pb(request.sender))
