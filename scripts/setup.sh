@@ -8,3 +8,10 @@ VENV=${VENV:-.venv}
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 "$VENV/bin/python" -m pip install -q -e ".[test]"
+
+# The status-page browser test drives the system's Chromium; install it (Debian packages) when
+# it is missing and we may (root, as in CI). Elsewhere that one test skips, saying how to install it.
+if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
+        && command -v apt-get >/dev/null; then
+    apt-get update -q && apt-get install -y -q chromium chromium-driver
+fi

@@ -29,6 +29,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     start.add_argument("--initial-peers", help="DHT multiaddrs to join directly, comma-separated")
     start.add_argument("--advertise", help="HOST:PORT peers should dial (default: the listen address; "
                                            "0.0.0.0 becomes this machine's address)")
+    start.add_argument("--metrics-port", metavar="[HOST:]PORT", help="serve Prometheus metrics at /metrics "
+                                                                  "(host default 127.0.0.1; off unless given)")
+    start.add_argument("--status-port", metavar="[HOST:]PORT", help="serve a read-only status web page "
+                                                                 "(host default 127.0.0.1; off unless given)")
     start.set_defaults(func=cmd_node_start)
 
     status = node_sub.add_parser("status", parents=[common], help="peers, models held and capacity of a node")
@@ -52,7 +56,7 @@ def cmd_node_start(args: argparse.Namespace, ctx: Context) -> int:
     from node.process.daemon import Node
 
     config = NodeConfig.from_flags(ctx.home, args.listen, args.peers, args.dht, args.initial_peers,
-                                   args.advertise)
+                                   args.advertise, args.metrics_port, args.status_port)
     node = Node(config)
     node.start()
     try:

@@ -51,6 +51,7 @@ from node.plans.state import (
     Signed,
     try_advance,
 )
+from node.process import metrics
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ class PlanEngine:
             signed = verify(bundle, kind)
         except (ForgedStatementError, PlanInputError) as exc:
             log.warning("dropped a %s statement from %s: %s", kind, sender or "?", exc)
+            metrics.record_refused(metrics.BAD_STATEMENT)
             return False
         if not self._apply(kind, signed):
             return False

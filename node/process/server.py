@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from node.errors import NodeError
 from node.network.client import MAX_MESSAGE_BYTES
+from node.process.rpc_metrics import MetricsInterceptor
 
 # Worker threads: each streaming Fetch holds one for the transfer's duration.
 MAX_WORKERS = 16
@@ -50,6 +51,7 @@ class NodeServer:
         """NodeError when the address cannot be bound (in use, or not an address of this machine)."""
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="grpc"),
+            interceptors=[MetricsInterceptor()],
             options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.so_reuseport", 0)],
