@@ -1,4 +1,6 @@
-"""The model card (README.md) of a fused model: sources, data digest, settings and results."""
+"""The model card (README.md) of a fused model: Hub front matter (see merge/card.py; the target
+and sources are its `base_model`s, named as the recipe names them), sources, data digest,
+settings and results."""
 
 from __future__ import annotations
 
@@ -6,19 +8,17 @@ from typing import Any
 
 import yaml
 
+from merge.card import front_matter
 from merge.fusion.recipe import FusionRecipe
 
 
-def model_card(recipe: FusionRecipe, result: dict[str, Any], version: str = "") -> str:
+def model_card(recipe: FusionRecipe, result: dict[str, Any], version: str = "", license: str | None = None) -> str:
     before, after = result["before"], result["after"]
     sources = "\n".join(f"- `{s}` (aligned on {f:.1%} of target tokens)"
                         for s, f in zip(recipe.sources, result["aligned_fraction"], strict=True))
     weights = ", ".join(f"{w:.3f}" for w in result["mean_weights"])
-    return f"""---
-library_name: transformers
-tags: [mergenet, fusion, {recipe.fusion}]
----
-# Fused model
+    meta = front_matter([recipe.target, *recipe.sources], license, ["fusion", recipe.fusion])
+    return f"""{meta}# Fused model
 
 Trained by mergenet{f' {version}' if version else ''} with distribution fusion (FuseLLM / FuseChat): the target was
 trained on λ·LM loss + (1−λ)·cross-entropy to the fused top-{recipe.top_k} distributions of its
