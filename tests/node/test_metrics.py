@@ -138,3 +138,38 @@ def test_rate_limited_requests_are_counted_with_their_latency():
         server.stop(0)
     assert local("mergenet_refused_total", reason=metrics.RATE_LIMITED) == refused + 1
     assert local("mergenet_rpc_seconds_count", method="/test.Busy/Call", code="RESOURCE_EXHAUSTED") == 1
+
+
+def test_ports_bind_loopback_unless_given_a_host_and_flags_beat_the_environment(tmp_path, monkeypatch):
+    from node.errors import NodeInputError
+    from node.process.config import NodeConfig
+
+    monkeypatch.setenv("MERGENET_METRICS_PORT", "0.0.0.0:9470")
+    monkeypatch.setenv("MERGENET_LISTEN", "127.0.0.1:7999")
+    cfg = NodeConfig.from_flags(tmp_path, None, None, False, None, status="7480")
+    assert (cfg.metrics, cfg.status, cfg.listen) == ("0.0.0.0:9470", "127.0.0.1:7480", "127.0.0.1:7999")
+    assert NodeConfig.from_flags(tmp_path, "127.0.0.1:0", None, False, None, metrics="9471").metrics == "127.0.0.1:9471"
+    with pytest.raises(NodeInputError, match="--status-port"):
+        NodeConfig.from_flags(tmp_path, None, None, False, None, status="no-port")
+
+
+def test_a_taken_port_fails_the_start_and_leaves_nothing_running(tmp_path):
+    import socket
+    import threading
+
+    from node.errors import NodeError
+    from node.process.config import NodeConfig
+    from node.process.daemon import Node
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        before = set(threading.enumerate())
+        node = Node(NodeConfig(tmp_path / "home", listen="127.0.0.1:0", dht=False, metrics="127.0.0.1:0", status=busy))
+        with pytest.raises(NodeError, match="status page"):
+            node.start()
+    assert not (tmp_path / "home" / "node.json").exists()
+    # the metrics endpoint started first: it was stopped again (its serve_forever thread is gone)
+    assert [t.name for t in threading.enumerate() if t not in before and t.is_alive()
+            and ("serve_forever" in t.name or t.name == "status-page")] == []
