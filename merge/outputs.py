@@ -118,13 +118,14 @@ def _config(plan: MergePlan, cfg: dict, out_dtype: str | None) -> bytes:
     return (json.dumps(cfg, indent=2, sort_keys=True) + "\n").encode()
 
 
-def card_bytes(recipe: Recipe, inputs: Mapping[str, str] | None, device: str, version: str) -> bytes:
-    return model_card(recipe, inputs, device=device, version=version).encode("utf-8")
+def card_bytes(recipe: Recipe, inputs: Mapping[str, str] | None, device: str, version: str,
+               license: str | None = None) -> bytes:
+    return model_card(recipe, inputs, device=device, version=version, license=license).encode("utf-8")
 
 
 def expected_folder(recipe: Recipe, *, out_dtype: str | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
                     card_recipe: Recipe | None = None, inputs: Mapping[str, str] | None = None, device: str = "",
-                    version: str = "") -> FolderSpec:
+                    version: str = "", license: str | None = None) -> FolderSpec:
     """What `run_merge(recipe, …)` with these arguments writes, run on `device` by mergenet
     `version`; `recipe` names local folders (as given to run_merge), `card_recipe` the recipe as
     written for the card."""
@@ -137,7 +138,7 @@ def expected_folder(recipe: Recipe, *, out_dtype: str | None = None, shard_size:
     finally:
         for r in readers.values():
             r.close()
-    files[CARD_FILE] = card_bytes(card_recipe or recipe, inputs, device, version)
+    files[CARD_FILE] = card_bytes(card_recipe or recipe, inputs, device, version, license)
     index = layout.index_json()
     if index is not None:
         files[INDEX_FILE] = index

@@ -19,4 +19,11 @@ step "installing torch ${TORCH_VERSION:-2.13.0} (CPU build)"
 "$VENV/bin/python" -m pip install "${PIP_FLAGS[@]}" "torch==${TORCH_VERSION:-2.13.0}"
 step "installing mergenet and its test tools"
 "$VENV/bin/python" -m pip install "${PIP_FLAGS[@]}" -e ".[test]"
+
+# The status-page browser test drives the system's Chromium; install it (Debian packages) when
+# it is missing and we may (root, as in CI). Elsewhere that one test skips, saying how to install it.
+if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
+        && command -v apt-get >/dev/null; then
+    apt-get update -q && apt-get install -y -q chromium chromium-driver
+fi
 step "done: $VENV/bin/mergenet --version → $("$VENV/bin/mergenet" --version)"

@@ -1,6 +1,8 @@
-"""The model card (README.md) of a fused model: sources, data digest, settings and results.
+"""The model card (README.md) of a fused model: Hub front matter (see merge/card.py; the target
+and sources are its `base_model`s, named as the recipe names them), sources, data digest,
+settings and results.
 
-    text = model_card(recipe, result.to_dict(), version)
+    text = model_card(recipe, result.to_dict(), version, license)
     card_pattern(recipe, examples=n, data_sha256=hex, device="cpu").fullmatch(text)   # a verifier's check
 
 The data file is named by its file name only: the executor's local path says nothing about the
@@ -16,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from merge.card import front_matter
 from merge.fusion.recipe import FusionRecipe
 
 # Stands in for a measured value while the pattern of possible cards is built.
@@ -23,17 +26,15 @@ _MARK = "\x00"
 NUMBER = r"-?(?:\d+(?:\.\d+)?|inf|nan)%?"
 
 
-def model_card(recipe: FusionRecipe, result: dict[str, Any], version: str = "") -> str:
+def model_card(recipe: FusionRecipe, result: dict[str, Any], version: str = "",
+               license: str | None = None) -> str:
     before, after = result["before"], result["after"]
     sources = "\n".join(f"- `{s}` (aligned on {f:.1%} of target tokens)"
                         for s, f in zip(recipe.sources, result["aligned_fraction"], strict=True))
     weights = ", ".join(f"{w:.3f}" for w in result["mean_weights"])
     data = Path(recipe.data).name
-    return f"""---
-library_name: transformers
-tags: [mergenet, fusion, {recipe.fusion}]
----
-# Fused model
+    meta = front_matter([recipe.target, *recipe.sources], license, ["fusion", recipe.fusion])
+    return f"""{meta}# Fused model
 
 Trained by mergenet{f' {version}' if version else ''} with distribution fusion (FuseLLM / FuseChat): the target was
 trained on λ·LM loss + (1−λ)·cross-entropy to the fused top-{recipe.top_k} distributions of its
@@ -74,7 +75,7 @@ class _Measured:
 
 
 def card_pattern(recipe: FusionRecipe, *, examples: int, data_sha256: str, device: str,
-                 version: str = "") -> re.Pattern[str]:
+                 version: str = "", license: str | None = None) -> re.Pattern[str]:
     """Every card `model_card` writes for `recipe` trained on `examples` lines of data with this
     digest on `device`, whatever training measured: the measured values are free numbers, all
     other text is fixed (so a card that passes carries no other text, markup or claims)."""
@@ -83,5 +84,5 @@ def card_pattern(recipe: FusionRecipe, *, examples: int, data_sha256: str, devic
     result = {"before": metrics, "after": metrics, "aligned_fraction": [m] * len(recipe.sources),
               "mean_weights": [m] * (1 + len(recipe.sources)), "examples": examples, "data_sha256": data_sha256,
               "device": device, "steps": m}
-    text = model_card(recipe, result, version)
+    text = model_card(recipe, result, version, license)
     return re.compile("".join(NUMBER if part == _MARK else re.escape(part) for part in re.split(f"({_MARK})", text)))

@@ -71,12 +71,13 @@ def default_work_dir(out_dir: Path) -> Path:
 
 def run_fusion(recipe: FusionRecipe | Mapping[str, Any] | str | Path, out_dir: Path, *, device: str = "auto",
                work_dir: Path | None = None, progress: Progress | None = None,
-               resolve: Callable[[str], Path] | None = None, version: str = "") -> FusionResult:
+               resolve: Callable[[str], Path] | None = None, version: str = "",
+               license: str | None = None) -> FusionResult:
     """Run a whole fusion. `work_dir` keeps step outputs for restarts (default: `default_work_dir`,
     removed after success; an explicit one is kept). `resolve` turns each model reference into a
     folder (default: a path, relative to the recipe's folder); merge/ treats references as opaque
     names, so registry ids are the caller's to resolve. The model card and result keep the
-    references as written and name mergenet `version` when given."""
+    references as written and name mergenet `version` and the `license` (SPDX) when given."""
     recipe = recipe if isinstance(recipe, FusionRecipe) else load_recipe(recipe)
     out_dir = Path(out_dir).resolve()
     check_out_dir(out_dir)
@@ -119,7 +120,7 @@ def run_fusion(recipe: FusionRecipe | Mapping[str, Any] | str | Path, out_dir: P
         mean_weights=tuple(float(w) for w in fused.weights.mean(dim=0)), before=outcome.before,
         after=outcome.after, steps=outcome.steps, train_tokens_per_s=outcome.tokens_per_s, reused=tuple(reused),
     )
-    _write_output(model, target_tok, recipe, result, out_dir, version)
+    _write_output(model, target_tok, recipe, result, out_dir, version, license)
     if not keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return result
@@ -224,13 +225,13 @@ def expected_model_files(target: Path, folder: Path) -> None:
 
 
 def _write_output(model: Any, tok: Any, recipe: FusionRecipe, result: FusionResult, out_dir: Path,
-                  version: str) -> None:
+                  version: str, license: str | None) -> None:
     """Temp folder next to the destination, then one rename: never a half-written visible folder."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
         write_model_files(model, tok, tmp)
-        (tmp / "README.md").write_text(model_card(recipe, result.to_dict(), version), encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(recipe, result.to_dict(), version, license), encoding="utf-8")
         # mkdtemp (and some savers) create owner-only modes; a published model is meant to be read.
         for path in (tmp, *tmp.iterdir()):
             path.chmod(0o755 if path.is_dir() else 0o644)

@@ -23,7 +23,8 @@ from node.cli.context import Context
 STOP_MARGIN_S = 10.0
 STOP_POLL_S = 0.2
 # Flags of `node start` that are settings (node.process.settings), by setting name.
-SETTING_FLAGS = ("listen", "advertise", "peers", "dht", "initial_peers", "consent_policy", "metrics_port")
+SETTING_FLAGS = ("listen", "advertise", "peers", "dht", "initial_peers", "consent_policy", "metrics_port",
+                 "status_port")
 
 
 def _setting_flags(p: argparse.ArgumentParser) -> None:
@@ -36,7 +37,10 @@ def _setting_flags(p: argparse.ArgumentParser) -> None:
                                        "0.0.0.0 becomes this machine's address)")
     p.add_argument("--consent-policy", choices=("accept", "reject", "manual"),
                    help="answer to plans reading this node's consent-policy models (default accept)")
-    p.add_argument("--metrics-port", help="serve Prometheus metrics on this port (default 0: off)")
+    p.add_argument("--metrics-port", metavar="[HOST:]PORT", help="serve Prometheus metrics at /metrics "
+                                                              "(host default 127.0.0.1; off unless given)")
+    p.add_argument("--status-port", metavar="[HOST:]PORT", help="serve a read-only status web page "
+                                                             "(host default 127.0.0.1; off unless given)")
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -108,7 +108,8 @@ def fused_folder_mismatch(plan: Plan, signed: SignedResult, target_dir: Path, tr
                 f"the plan's training data has {examples}")
     recipe = load_recipe({**fusion.settings(plan.recipe), "data": str(train)})
     pattern = card_pattern(recipe, examples=examples, data_sha256=file_sha256(train),
-                           device=signed.provenance.device, version=signed.provenance.mergenet_version)
+                           device=signed.provenance.device, version=signed.provenance.mergenet_version,
+                           license=plan.license)
     if not pattern.fullmatch(card.decode("utf-8", errors="replace")):
         return f"{CARD_FILE} is not the card run_fusion writes for this plan (other text, claims or inputs)"
     return None

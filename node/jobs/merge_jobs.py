@@ -124,7 +124,7 @@ def expected_folder_of(plan: Plan, signed: SignedResult, runnable: Recipe) -> Fo
     # The card names each input by its id, as written in the plan (identify_inputs names ids as they are).
     return expected_folder(runnable, card_recipe=plan_recipe(plan),
                            inputs={mid: mid for mid in plan.model_ids()}, device=signed.provenance.device,
-                           version=signed.provenance.mergenet_version)
+                           version=signed.provenance.mergenet_version, license=plan.license)
 
 
 def verify_merge(plan: Plan, result: Result, executor: str, ctx: JobContext) -> Attestation:

@@ -19,6 +19,7 @@ from node.jobs.runner import JobRunner
 from node.plans import rules
 from node.plans.model import FUSION, MERGE, Attestation, Bid, Plan, Result
 from node.plans.state import PlanRecord
+from node.process import metrics
 from registry.errors import RegistryError
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,12 @@ JOBS: dict[str, tuple[Execute, Verify]] = {
 }
 
 
+@metrics.counted("merge")
 def execute_plan(plan: Plan, ctx: JobContext, progress: Callable[[int, int], None] | None = None) -> Result:
     return JOBS[plan.kind][0](plan, ctx, progress)
 
 
+@metrics.counted("verify")
 def verify_plan(plan: Plan, result: Result, executor: str, ctx: JobContext) -> Attestation:
     """Attest `result` of `plan`, whose committed executor has key id `executor`."""
     return JOBS[plan.kind][1](plan, result, executor, ctx)

@@ -77,7 +77,7 @@ def merge_and_submit(recipe: Any, out: Path, resolver: InputResolver, *, registr
 
     result = run_merge(runnable, out, device=device, out_dtype=out_dtype, progress=progress,
                        shard_size=shard_size or DEFAULT_SHARD_SIZE, inputs=card_inputs, card_recipe=recipe,
-                       version=MERGENET_VERSION)
+                       version=MERGENET_VERSION, license=submit.license if submit else None)
     if not inputs:
         inputs[:] = named()
     extra = submit or Submission()
@@ -100,7 +100,7 @@ def fuse_and_submit(recipe: Any, out: Path, resolver: InputResolver, *, registry
     roles = [("target", recipe.target), *(("source", s) for s in recipe.sources if s != recipe.target)]
     named = identify_inputs(roles, resolver, registry)
     result = run_fusion(recipe, out, device=device, work_dir=work_dir, progress=progress, resolve=resolver.folder,
-                        version=MERGENET_VERSION)
+                        version=MERGENET_VERSION, license=submit.license if submit else None)
     extra = submit or Submission()
     provenance = Provenance(method=FUSION, recipe=dict(recorded_recipe or recipe.to_dict()), inputs=named(),
                             device=result.device, plan_id=extra.plan_id, executor=extra.executor,

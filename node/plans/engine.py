@@ -60,6 +60,7 @@ from node.plans.state import (
     Signed,
     try_advance,
 )
+from node.process import metrics
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,7 @@ class PlanEngine:
             signed = verify(bundle, kind)
         except (ForgedStatementError, PlanInputError) as exc:
             log.warning("dropped a %s statement from %s: %s", kind, sender or "?", exc)
+            metrics.record_refused(metrics.BAD_STATEMENT)
             return False
         if not self._limits.allow(f"key:{signed.signer}"):
             log.info("dropped a %s signed by %s…: over its rate limit", kind, signed.signer[:12])

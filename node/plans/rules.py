@@ -194,7 +194,8 @@ def choose(plan: Plan, bids: Mapping[str, Bid], reveal: str, excluded: Iterable[
     """Executor and verifiers from bids (bidder key → bid): the executor is the best-ranked
     bidder whose claimed capacity meets the requirements (claims only filter), not excluded;
     the verifiers the next best-ranked others, not excluded either (an executor that went
-    silent verifies nothing; only the plan's verifier keys, when it names some). None while the bids do not provide both."""
+    silent verifies nothing; only the plan's verifier keys, when it names some). None while the
+    bids do not provide both."""
     gone = set(excluded)
     order = sorted(bids, key=lambda key: rank(plan.plan_id, key, reveal))
     executor = next((k for k in order if k not in gone and meets(bids[k], plan.requirements)), None)

@@ -1,6 +1,9 @@
 """Node configuration: one frozen `NodeConfig` built from the resolved settings, plus address parsing.
 
     cfg = NodeConfig(home=Path("~/.mergenet"), listen="127.0.0.1:0", peers=("10.0.0.2:7470",))
+
+`from_settings` takes the values `node.process.settings` resolved (config file < environment,
+which is how a container is configured < flags); a bare metrics or status `PORT` binds loopback.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from node.errors import NodeError, NodeInputError
 DEFAULT_LISTEN = "127.0.0.1:7470"
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 MAX_PORT = 65535
+LOOPBACK = "127.0.0.1"  # the metrics endpoint and status page bind here unless given a host
 
 
 def primary_address() -> str:
@@ -60,6 +64,16 @@ def check_port_free(listen: str) -> None:
             raise NodeError(f"cannot listen on {listen}: {exc.strerror}") from None
 
 
+def local_listen(text: str, what: str) -> str:
+    """`PORT` → `127.0.0.1:PORT` (loopback unless a host is given); `HOST:PORT` as is; "" stays off."""
+    text = text.strip()
+    if not text:
+        return ""
+    addr = f"{LOOPBACK}:{text}" if text.isdigit() else text
+    parse_hostport(addr, what)
+    return addr
+
+
 def split_list(text: str | None) -> tuple[str, ...]:
     """Comma-separated flag value → tuple of non-empty items."""
     return tuple(item.strip() for item in (text or "").split(",") if item.strip())
@@ -76,7 +90,8 @@ class NodeConfig:
     :param initial_peers: DHT multiaddrs to join directly
     :param advertise: the gRPC address peers should use (default: the listen address, with a
         wildcard host replaced by this machine's primary address)
-    :param metrics_port: port of the opt-in Prometheus endpoint (0: off)
+    :param metrics: HOST:PORT of the Prometheus endpoint ("" = off)
+    :param status: HOST:PORT of the status web page ("" = off)
     """
 
     home: Path
@@ -85,7 +100,8 @@ class NodeConfig:
     dht: bool = True
     initial_peers: tuple[str, ...] = ()
     advertise: str = ""
-    metrics_port: int = 0
+    metrics: str = ""
+    status: str = ""
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen, "--listen")
@@ -93,8 +109,9 @@ class NodeConfig:
             parse_hostport(peer, "--peers entry")
         if self.advertise:
             parse_hostport(self.advertise, "--advertise")
-        if not 0 <= self.metrics_port <= MAX_PORT:
-            raise NodeInputError(f"metrics port {self.metrics_port} is not a port number (0 turns metrics off)")
+        for addr, what in ((self.metrics, "--metrics-port"), (self.status, "--status-port")):
+            if addr:
+                parse_hostport(addr, what)
         if self.initial_peers and not self.dht:
             raise NodeInputError("--initial-peers joins a DHT, which --no-dht turns off; drop one of the two")
 
@@ -112,4 +129,5 @@ class NodeConfig:
         """From resolved settings (node.process.settings: config file < environment < flags)."""
         return cls(home=home, listen=values["listen"] or DEFAULT_LISTEN, peers=tuple(values["peers"]),
                    dht=values["dht"], initial_peers=tuple(values["initial_peers"]), advertise=values["advertise"],
-                   metrics_port=values["metrics_port"])
+                   metrics=local_listen(values["metrics_port"], "--metrics-port"),
+                   status=local_listen(values["status_port"], "--status-port"))

@@ -12,6 +12,8 @@ keeps it until `stop`; a signal that `stop` cannot honour in time ends the proce
 client commands find the local node; it is removed on a clean stop and ignored when its pid is gone.
 Each start also issues a new operator token (HOME/operator.token, `node.process.auth`) that local
 clients send on the calls only the operator may make.
+With `metrics`/`status` configured, it also serves the Prometheus endpoint and the status page
+(their addresses are added to node.json).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class Node:
         self._threads: list[threading.Thread] = []
         self._log_handler: logging.Handler | None = None
         self._lock = HomeLock(config.home)
+        self._web: list[Any] = []  # the metrics endpoint and the status page, when configured
         self.discovery: Any = None  # node.network.discovery.Discovery when the DHT is on
         self.addr = ""
         self.view: LocalView
@@ -109,8 +112,10 @@ class Node:
             self.network = Network(PeerRef(self.addr, identity.key_id, VERSION), self.view, peers, self.discovery)
             self.plans = PlanService(self.home.root, identity, self.network, self.addr)
             self._server.add(self._services, self)
+            self._start_web()
             self._server.start()
         except BaseException:
+            self._stop_web()
             self._server = None
             self._stop_discovery()
             self._detach_log()
@@ -121,6 +126,19 @@ class Node:
         self._write_node_file()
         log.info("node %s started, listening on %s (DHT %s)", identity.key_id[:16], self.addr,
                  self.dht_maddrs or "off", extra={"key_id": identity.key_id, "peer": self.addr})
+
+    def _start_web(self) -> None:
+        from node.process.metrics import MetricsServer
+        from node.process.status_page import StatusPage
+
+        if self.config.metrics:
+            self._web.append(MetricsServer.start(self, self.config.metrics))
+        if self.config.status:
+            self._web.append(StatusPage.start(self, self.config.status))
+
+    def _stop_web(self) -> None:
+        while self._web:
+            self._web.pop().stop()
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -153,7 +171,8 @@ class Node:
             self.network.announce_now.clear()
 
     def _write_node_file(self) -> None:
-        info = {"pid": os.getpid(), "addr": self.addr, "dht_maddrs": self.dht_maddrs}
+        info = {"pid": os.getpid(), "addr": self.addr, "dht_maddrs": self.dht_maddrs,
+                **{web.name: web.addr for web in self._web}}
         tmp = self.home.root / (NODE_FILE + ".tmp")
         tmp.write_text(json.dumps(info))
         os.replace(tmp, self.home.root / NODE_FILE)
@@ -185,6 +204,7 @@ class Node:
         if self.discovery is not None:
             self.discovery.leave(self.view.ids())
         say_goodbye(self.network.self_ref, self.network.peers)
+        self._stop_web()
         self._server.stop(STOP_GRACE_S)
         self._server = None
         self._stop_discovery()

@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from node.errors import NodeError
 from node.network.client import MAX_MESSAGE_BYTES
+from node.process.rpc_metrics import MetricsInterceptor
 from registry.services.limits import MAX_FETCH_STREAMS
 
 # Worker threads: each Transfer stream holds one for its duration, and Transfer may hold at most
@@ -65,7 +66,7 @@ class NodeServer:
         `interceptors` see every call first (the node's `node.process.auth.OperatorGate`)."""
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="grpc"),
-            interceptors=list(interceptors),
+            interceptors=[MetricsInterceptor(), *interceptors],
             options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.so_reuseport", 0),

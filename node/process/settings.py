@@ -74,6 +74,14 @@ def _count(value: Any) -> int:
     return number
 
 
+def _endpoint(value: Any) -> str:
+    """A port number or HOST:PORT (TOML may give the number as an integer); "" is off and port
+    0 picks a free port (node.json then says which)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return _text(value)
+
+
 def _policy(value: Any) -> str:
     text = _text(value).lower()
     if text not in CONSENT_POLICIES:
@@ -111,7 +119,10 @@ SPECS = (
     Spec("consent_policy", CONSENT_POLICY_ENV, _policy, "accept",
          "answer to plans that read this node's consent-policy models", export=True),
     Spec("trust", "MERGENET_TRUST", _items, (), "key ids or PEM files added to the trusted keys at start"),
-    Spec("metrics_port", "MERGENET_METRICS_PORT", _count, 0, "Prometheus metrics port (0: off)"),
+    Spec("metrics_port", "MERGENET_METRICS_PORT", _endpoint, "",
+         "[HOST:]PORT of the Prometheus endpoint (host default 127.0.0.1; off unless set)"),
+    Spec("status_port", "MERGENET_STATUS_PORT", _endpoint, "",
+         "[HOST:]PORT of the read-only status page (host default 127.0.0.1; off unless set)"),
     Spec("limits.max_blob_bytes", MAX_BLOB_ENV, _count, MAX_BLOB_BYTES,
          "largest blob a pull accepts", export=True),
     Spec("limits.min_free_bytes", MIN_FREE_ENV, _count, MIN_FREE_BYTES,

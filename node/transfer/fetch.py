@@ -39,6 +39,7 @@ import grpc
 from node.errors import NodeError, PeerError
 from node.network.client import connect, transfer_stub
 from node.network.peers import PeerTable
+from node.process import metrics
 from protos import mergenet_pb2 as pb
 from registry.errors import RegistryError, VerificationError
 from registry.hashing import FileDigest
@@ -264,6 +265,7 @@ class BlobFetcher:
                     hasher.update(chunk.data)
                     offset += len(chunk.data)
                     deadline[0] = time.monotonic() + self.stall_timeout_s
+                    metrics.record_fetched(len(chunk.data))
                     with self._lock:
                         self.fetched += len(chunk.data)
                         self._have[digest] = offset

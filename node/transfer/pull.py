@@ -30,6 +30,7 @@ import grpc
 from node.errors import NodeInputError, PeerError
 from node.network.client import CALL_TIMEOUT_S, connect, registry_stub, rpc_error
 from node.network.peers import PeerTable
+from node.process import metrics
 from node.transfer.fetch import STALL_TIMEOUT_S, BlobFetcher
 from protos import mergenet_pb2 as pb
 from registry.errors import RegistryError, VerificationError
@@ -90,6 +91,7 @@ def find_holders(node_addr: str, model_id: str) -> list[str]:
     return list(reply.holders)
 
 
+@metrics.pulling
 def pull(model_id: str, home: Path, out_dir: Path | None, sources: Sequence[str] = (), node_addr: str | None = None,
          trusted_only: bool = False, progress: ProgressFn | None = None, peers: PeerTable | None = None) -> PullResult:
     """Materialize a model: from the local store when held whole, else from `sources` or the

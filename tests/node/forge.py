@@ -63,7 +63,7 @@ def fused_folder(plan: Plan, target: Path, out: Path, work: Path, device: str = 
     result = {"before": metrics, "after": metrics, "aligned_fraction": [0.5] * len(recipe.sources),
               "mean_weights": [0.5] * (1 + len(recipe.sources)), "examples": n,
               "data_sha256": file_sha256(Path(work) / "train.jsonl"), "device": device, "steps": 3}
-    (Path(out) / "README.md").write_text(model_card(recipe, result, MERGENET_VERSION), encoding="utf-8")
+    (Path(out) / "README.md").write_text(model_card(recipe, result, MERGENET_VERSION, plan.license), encoding="utf-8")
     return Path(out), n
 
 

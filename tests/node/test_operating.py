@@ -120,7 +120,7 @@ def test_settings_file_env_and_flags_in_that_order(cli, tmp_path, monkeypatch):
     got = {k: (v["value"], v["source"]) for k, v in json.loads(res.out)["settings"].items()}
     assert got["listen"] == ("127.0.0.1:7604", "flag")
     assert got["peers"] == (["127.0.0.1:7602", "127.0.0.1:7603"], "env")
-    assert got["consent_policy"] == ("manual", "file") and got["metrics_port"] == (9470, "file")
+    assert got["consent_policy"] == ("manual", "file") and got["metrics_port"] == ("9470", "file")
     assert got["min_free_bytes"] == (12345, "file") and got["dht"] == (True, "default")
     text = cli("node", "config", home_dir=home).out
     assert "consent_policy" in text and "# file" in text and "MERGENET_PEERS" in text

@@ -228,7 +228,7 @@ def test_malicious_executor_caught_by_verifiers(network, models, cli, tmp_path):
         reg.close()
     # Every file as the honest executor writes it (the card names the ids), every tensor shifted.
     run_merge(load_recipe(recipe).with_models(folders), honest_dir, device="cpu", card_recipe=plan_recipe(plan),
-              inputs={m: m for m in plan.model_ids()}, version=MERGENET_VERSION)
+              inputs={m: m for m in plan.model_ids()}, version=MERGENET_VERSION, license=plan.license)
     shift_tensors(honest_dir / "model.safetensors", 1e-2)
     reg = LocalRegistry(mallory_home)
     try:
