@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from registry.attestations import AttestationTally, count_attestations
 from registry.errors import BadModelError, NotFoundError, VerificationError
 from registry.fingerprints import architecture_fingerprint, tokenizer_fingerprint
 from registry.folder import (
@@ -324,4 +325,13 @@ class LocalRegistry:
 
     def attestations(self, model_id: str) -> list[dict[str, Any]]:
         return self.index.attestations(self.index.resolve(model_id))
+
+    def attestation_tally(self, model_id: str, extra: Iterable[Mapping[str, Any]] = ()) -> AttestationTally:
+        """Attestations of `model_id` held here (plus `extra` bundles, e.g. from an ad), counted by
+        verifier: trusted keys apart from strangers (see registry.attestations)."""
+        try:
+            held = self.index.attestations(self.index.resolve(model_id))
+        except NotFoundError:
+            held = []
+        return count_attestations([*held, *extra], model_id, self.is_trusted)
 

@@ -54,6 +54,11 @@ def resolve_node(flag: str | None, home: Path | None = None) -> str:
     return DEFAULT_NODE
 
 
+def split_csv(text: str | None) -> tuple[str, ...]:
+    """A comma-separated flag value → its non-empty items."""
+    return tuple(item.strip() for item in (text or "").split(",") if item.strip())
+
+
 @dataclass
 class Context:
     home: Path

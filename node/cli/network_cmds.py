@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                                                       "the local node for holders")
     pull.add_argument("--node", help="local node to ask for holders (default: this home's node, $MERGENET_NODE)")
     pull.add_argument("--trusted-only", action="store_true", help="refuse models whose signer is not trusted")
+    pull.add_argument("--require-attestations", type=int, default=0, metavar="N",
+                      help="refuse the model unless N keys you trust (`mergenet trust`) attested it PASS "
+                           "(attestations by other keys are shown, never counted)")
     pull.set_defaults(func=cmd_pull)
 
 
@@ -37,7 +40,8 @@ def cmd_pull(args: argparse.Namespace, ctx: Context) -> int:
     model_id = resolve_model(ctx, args.model_id, sources or [node_addr])
     with ctx.progress(f"pull {model_id[:19]}", unit="B", unit_scale=True) as progress:
         result = pull(model_id, ctx.home, out, sources=sources, node_addr=node_addr,
-                      trusted_only=args.trusted_only, progress=progress)
+                      trusted_only=args.trusted_only, progress=progress,
+                      require_attestations=args.require_attestations)
     if result.sources != ("local",) and node_addr:
         ctx.notify_node(node_addr, result.model_id)
     data = {"id": result.model_id, "path": str(result.path), "sources": list(result.sources),

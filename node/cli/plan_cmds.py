@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from node.cli.context import Context
+from node.cli.context import Context, split_csv
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -43,6 +43,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--holdout", type=float, default=None, help="fusion: share of the data held out of training "
                                                                "for the verifiers' measurement (default 0.25)")
     p.add_argument("--expires", default="1h", help="the plan expires after this long: 90s, 30m, 1h, 2d (default 1h)")
+    p.add_argument("--deadline", default=None, help="the executor must report this long after it is committed, "
+                                                    "else the plan is re-bid (default: 5 min plus 1 s per 5 MB of "
+                                                    "input for merges, 2 s per example and epoch for fusion)")
+    p.add_argument("--verifier-keys", default="", help="only these key ids may verify (comma-separated; "
+                                                       "default: any bidder)")
     p.add_argument("--memory", type=int, default=0, help="executor must have this many free bytes")
     p.add_argument("--gpu", action="store_true", help="executor must have a GPU")
     p.set_defaults(func=cmd_propose)
@@ -71,7 +76,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     c.set_defaults(func=cmd_consent)
 
 
-def parse_duration(text: str) -> int:
+def parse_duration(text: str, flag: str = "--expires") -> int:
     from node.plans.errors import PlanInputError
 
     text = text.strip().lower()
@@ -80,9 +85,9 @@ def parse_duration(text: str) -> int:
     try:
         value = float(number) * (unit or 1)
     except ValueError:
-        raise PlanInputError(f"--expires {text!r} is not a duration such as 90s, 30m, 1h or 2d") from None
+        raise PlanInputError(f"{flag} {text!r} is not a duration such as 90s, 30m, 1h or 2d") from None
     if value <= 0:
-        raise PlanInputError(f"--expires {text!r} must be positive")
+        raise PlanInputError(f"{flag} {text!r} must be positive")
     return int(value)
 
 
@@ -163,7 +168,9 @@ def cmd_propose(args: argparse.Namespace, ctx: Context) -> int:
         tolerance = 1e-4 if args.tolerance is None else args.tolerance
     plans = client(ctx, args.node)
     plan_id = plans.propose(recipe, VerificationPolicy(args.verifiers, args.spot_check, tolerance),
-                            Requirements(args.memory, args.gpu), ttl_s=parse_duration(args.expires))
+                            Requirements(args.memory, args.gpu), ttl_s=parse_duration(args.expires, "--expires"),
+                            deadline_s=parse_duration(args.deadline, "--deadline") if args.deadline else 0,
+                            verifier_keys=split_csv(args.verifier_keys))
     needed, known = 1 + args.verifiers, _nodes_known(plans.addr)
     ctx.note(bidders_hint(needed, known, args.verifiers))
     ctx.emit({"plan_id": plan_id, "bidders_needed": needed, "nodes_known": known}, plan_id)

@@ -10,6 +10,7 @@ go through `node.network.remote`, imported lazily so these commands work without
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -209,18 +210,34 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
         except NotFoundError:
             rec = None
         data = rec.to_dict(trusted=reg.is_trusted(rec.signer)) if rec is not None else _show_remote(node, model_id, reg)
+        carried = [a for a in map(_as_bundle, data.get("attestations", [])) if a is not None]
+        tally = reg.attestation_tally(data["id"], carried)
     finally:
         reg.close()
+    data["attestation_counts"] = tally.to_dict()
     m = data["manifest"]
     text = [f"{data['id']}", f"  name      {m['name']} ({m['kind']}, {m['architecture']['model_type']})",
             f"  signer    {data['signer']} ({'trusted' if data['signer_trusted'] else 'untrusted'})",
             f"  policy    {m['policy']}   license {m.get('license') or '-'}   tags {','.join(m['tags']) or '-'}",
             f"  base      {m.get('base_model') or '-'}", f"  created   {m['created']}",
-            f"  files     {len(data['files'])}", f"  attestations {len(data.get('attestations', []))}"]
+            f"  files     {len(data['files'])}",
+            f"  attestations {len(tally.trusted)} PASS from keys you trust, {tally.others} from other keys "
+            f"(counted only when you trust them: `mergenet trust add KEY`), {len(tally.failed)} FAIL"]
     if m.get("provenance"):
         text.append(f"  provenance plan {m['provenance'].get('plan_id', '-')}")
     ctx.emit(data, "\n".join(text))
     return 0
+
+
+def _as_bundle(item: Any) -> dict[str, Any] | None:
+    """An attestation as the index (a dict) or a remote ad (JSON text) holds it; None if neither."""
+    if isinstance(item, dict):
+        return item
+    try:
+        bundle = json.loads(item)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return bundle if isinstance(bundle, dict) else None
 
 
 def _show_remote(node: str, model_id: str, reg) -> dict[str, Any]:

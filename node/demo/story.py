@@ -93,6 +93,15 @@ def _propose(node: NodeProc, recipe: dict[str, Any]) -> str:
     return client.propose(recipe, VerificationPolicy(verifiers=2, spot_check=0.25, tolerance=1e-4), ttl_s=600)
 
 
+def _trust(home: Path, key_ids: list[str]) -> None:
+    from registry.home import Home
+    from registry.trust import TrustList
+
+    trust = TrustList(Home(home).ensure().trust_path)
+    for key_id in key_ids:
+        trust.add(key_id)
+
+
 def _evaluate(folders: dict[str, Path], seed: int) -> dict[str, float]:
     """Mean next-token loss of each model on held-out synthetic text (lower is better)."""
     import torch
@@ -150,6 +159,8 @@ def _story(opts: DemoOptions, workdir: Path, say: Callable[[str], None], start: 
         for n in nodes:
             say(f"   {n.name:<6} {n.addr}  key {n.key_id[:12]}")
         summary["nodes"] = [{"name": n.name, "addr": n.addr, "key_id": n.key_id} for n in nodes]
+        for n in nodes:  # the demo's three operators know each other: attestations are counted by trust
+            _trust(n.home, [m.key_id for m in nodes if m is not n])
 
         say("3. submitting signed models")
         base = alpha.submit(base_dir, license="MIT", policy="open", name="demo-base")
@@ -174,18 +185,19 @@ def _story(opts: DemoOptions, workdir: Path, say: Callable[[str], None], start: 
 
         merged = doc["result"]["model_id"]
         out = workdir / "pulled" / "merged"
-        result = pull(merged, gamma.home, out, sources=[doc["executor"]["address"]])
+        result = pull(merged, gamma.home, out, sources=[doc["executor"]["address"]],
+                      require_attestations=doc["attestations_needed"])
         registry = LocalRegistry(gamma.home)
         try:
             verified = registry.verify(out)
-            attestations = len(registry.attestations(merged))
+            attestations = len(registry.attestation_tally(merged).trusted)
         finally:
             registry.close()
         role = "executed" if doc["executor"]["key_id"] == gamma.key_id else "verified"
         origin = f"its own store (it {role} the merge)" if result.sources == ("local",) else ", ".join(result.sources)
         say(f"5. gamma pulled {merged} from {origin} into {out}: signature by "
             f"{names.get(verified.signer, verified.signer[:12])} and all {len(verified.files)} files verified; "
-            f"{attestations} attestations on record")
+            f"{attestations} attestations from keys it trusts")
         summary["merged"] = {"model_id": merged, "path": str(out), "verified": verified.id == merged,
                              "signer": verified.signer, "attestations_indexed": attestations}
         if opts.evaluate:

@@ -60,11 +60,14 @@ class PlansClient:
                 raise rpc_error(exc, target) from None
 
     def propose(self, recipe: Mapping[str, Any], verification: VerificationPolicy,
-                requirements: Requirements | None = None, ttl_s: int = 3600) -> str:
+                requirements: Requirements | None = None, ttl_s: int = 3600, deadline_s: int = 0,
+                verifier_keys: tuple[str, ...] = ()) -> str:
+        """The new plan's id. `deadline_s` 0: derived from the inputs (node.plans.rules.default_deadline)."""
         needs = requirements or Requirements()
         request = pb.ProposeRequest(recipe_json=json.dumps(dict(recipe)), verifiers=verification.verifiers,
                                     spot_check=verification.spot_check, tolerance=verification.tolerance,
-                                    ttl_s=ttl_s, memory_bytes=needs.memory_bytes, gpu=needs.gpu)
+                                    ttl_s=ttl_s, memory_bytes=needs.memory_bytes, gpu=needs.gpu,
+                                    deadline_s=deadline_s, verifier_keys=list(verifier_keys))
         return str(self._call("Propose", request).plan_id)
 
     def status(self, plan_id: str, executor_progress: bool = True) -> dict[str, Any]:

@@ -72,7 +72,6 @@ MAX_PENDING_PER_PLAN = 64
 MAX_PENDING = 1024
 MAX_ACTIVE_PLANS_PER_KEY = 16  # unfinished plans one proposer key may have on a node
 MAX_BIDS_PER_PLAN = 64  # one per key; later bids are ignored
-PROOF_ATTEMPTS = 3  # the proposer drops a bidder whose address fails the key challenge, and re-picks
 
 
 class PlanEngine:
@@ -86,6 +85,7 @@ class PlanEngine:
         self._pending: dict[str, list[tuple[float, str, Signed]]] = {}
         self._limits = RateLimiter()
         self._beats: dict[str, float] = {}  # plan id → when this node last sent its heartbeat
+        self._unproven: dict[str, set[str]] = {}  # plan id → bidders whose address failed the challenge
 
     # ---- local entry points ------------------------------------------------------------------
 
@@ -343,20 +343,21 @@ class PlanEngine:
     def _proven_commit(self, record: PlanRecord, round: int, excluded: tuple[str, ...]) -> Commit | None:
         """The rule's commit over the bids whose address answers for their key (a Sybil that
         borrowed a live node's address cannot sign for it): a chosen member that fails the
-        challenge is left out and the choice made again."""
-        bids = {key: (s.body, s.bundle) for key, s in record.bids.items()}
-        for _ in range(PROOF_ATTEMPTS):
+        challenge is left out for good and the choice made again, until the chosen all pass."""
+        failed = self._unproven.setdefault(record.plan_id, set())
+        bids = {key: (s.body, s.bundle) for key, s in record.bids.items() if key not in failed}
+        while True:
             commit = rules.make_commit(record.plan, bids, record.secret, round, excluded)
             if commit is None:
                 return None
-            failed = [m.key_id for m in (commit.executor, *commit.verifiers)
-                      if m.key_id != self.me and not self.transport.prove(m.address, m.key_id)]
-            if not failed:
+            liars = [m.key_id for m in (commit.executor, *commit.verifiers)
+                     if m.key_id != self.me and not self.transport.prove(m.address, m.key_id)]
+            if not liars:
                 return commit
-            log.warning("plan %s: %d bidder(s) failed the address challenge", record.plan_id, len(failed))
-            for key in failed:
+            log.warning("plan %s: %d bidder(s) failed the address challenge", record.plan_id, len(liars))
+            failed.update(liars)
+            for key in liars:
                 bids.pop(key, None)
-        return None
 
     def _silent_for(self, record: PlanRecord, now: float) -> float:
         return now - max(record.committed_at, record.heartbeat_at)

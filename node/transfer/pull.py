@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -33,6 +34,7 @@ from node.network.peers import PeerTable
 from node.process import metrics
 from node.transfer.fetch import STALL_TIMEOUT_S, BlobFetcher
 from protos import mergenet_pb2 as pb
+from registry.attestations import AttestationTally
 from registry.errors import RegistryError, VerificationError
 from registry.ids import ModelId
 from registry.local import LocalRegistry
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]
 SIGNATURE_NAME = "model.sig"
 COPY_BUFFER = 8 << 20
+MAX_AD_ATTESTATIONS = 64  # attestations taken from one ad; each is verified before it counts
 
 
 @dataclass(frozen=True)
@@ -93,9 +96,11 @@ def find_holders(node_addr: str, model_id: str) -> list[str]:
 
 @metrics.pulling
 def pull(model_id: str, home: Path, out_dir: Path | None, sources: Sequence[str] = (), node_addr: str | None = None,
-         trusted_only: bool = False, progress: ProgressFn | None = None, peers: PeerTable | None = None) -> PullResult:
+         trusted_only: bool = False, progress: ProgressFn | None = None, peers: PeerTable | None = None,
+         require_attestations: int = 0) -> PullResult:
     """Materialize a model: from the local store when held whole, else from `sources` or the
-    holders `node_addr` knows; `out_dir` defaults to ./<model name>."""
+    holders `node_addr` knows; `out_dir` defaults to ./<model name>. `require_attestations`: that
+    many PASS attestations from trusted keys (`mergenet trust`), else VerificationError (exit 3)."""
     registry = LocalRegistry(home)
     try:
         held = _resolve_local(registry, model_id)
@@ -104,6 +109,7 @@ def pull(model_id: str, home: Path, out_dir: Path | None, sources: Sequence[str]
         if held is not None:
             record = registry.get(held)
             check_trust(registry, record.signer, held, trusted_only)
+            check_attestations(registry.attestation_tally(held), held, require_attestations)
             dest = out_dir or default_out_dir(record.manifest.name)
             _refuse_existing(dest)
             registry.materialize(held, dest, progress=progress)
@@ -115,7 +121,7 @@ def pull(model_id: str, home: Path, out_dir: Path | None, sources: Sequence[str]
         if not holders:
             raise PeerError(f"no node in the network is known to hold {model_id}; pass --from HOST:PORT of a holder")
         return pull_from_network(registry, model_id, out_dir, holders, peers=peers, trusted_only=trusted_only,
-                                 progress=progress)
+                                 progress=progress, require_attestations=require_attestations)
     finally:
         registry.close()
 
@@ -140,7 +146,8 @@ def _refuse_existing(out_dir: Path) -> None:
 def pull_from_network(registry: LocalRegistry, model_id: str, out_dir: Path | None, holders: Sequence[str],
                       peers: PeerTable | None = None, trusted_only: bool = False,
                       progress: ProgressFn | None = None, stall_timeout_s: float = STALL_TIMEOUT_S,
-                      max_blob_bytes: int | None = None, min_free_bytes: int | None = None) -> PullResult:
+                      max_blob_bytes: int | None = None, min_free_bytes: int | None = None,
+                      require_attestations: int = 0) -> PullResult:
     """Fetch, verify and place a model from `holders`; see the module docstring (the byte limits
     default to node.transfer.fetch's MAX_BLOB_BYTES / MIN_FREE_BYTES or their env overrides)."""
     peers = peers or PeerTable()
@@ -148,6 +155,8 @@ def pull_from_network(registry: LocalRegistry, model_id: str, out_dir: Path | No
         _refuse_existing(out_dir)
     ad, first = fetch_verified_ad(model_id, holders, peers)
     check_trust(registry, ad.key_id, model_id, trusted_only)
+    carried = _ad_attestations(ad)
+    check_attestations(registry.attestation_tally(model_id, carried), model_id, require_attestations)
     out_dir = out_dir or default_out_dir(ad.manifest.name)
     _refuse_existing(out_dir)
     store = registry.store
@@ -163,11 +172,39 @@ def pull_from_network(registry: LocalRegistry, model_id: str, out_dir: Path | No
         # The registry re-verifies the signature and every blob before indexing: from now on
         # this node holds the model and advertises it. Only then does the folder appear.
         registry.ingest_from_store(ad.ad.signature, list(ad.resources))
+        for bundle in carried:  # kept with the model, so `show` and later pulls count them
+            try:
+                registry.add_attestation(model_id, bundle)
+            except RegistryError:
+                continue
         staging.commit()
     except BaseException:
         staging.abort()
         raise
     return PullResult(model_id, out_dir, tuple(fetcher.sources), fetcher.fetched)
+
+
+def _ad_attestations(ad: VerifiedAd) -> list[dict]:
+    """The attestation bundles a holder sent with its ad (unverified here: the tally checks each)."""
+    out = []
+    for raw in ad.ad.attestations[:MAX_AD_ATTESTATIONS]:
+        try:
+            bundle = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            continue
+        if isinstance(bundle, dict):
+            out.append(bundle)
+    return out
+
+
+def check_attestations(tally: AttestationTally, model_id: str, required: int) -> None:
+    """VerificationError (exit 3) unless `required` trusted keys attested the model PASS."""
+    if len(tally.trusted) >= required:
+        return
+    raise VerificationError(
+        f"{model_id} has {len(tally.trusted)} PASS attestation(s) from keys you trust ({tally.others} from "
+        f"others, {len(tally.failed)} FAIL); --require-attestations needs {required}: trust its verifiers "
+        "with `mergenet trust add KEY` if you know them")
 
 
 def check_trust(registry: LocalRegistry, key_id: str, model_id: str, trusted_only: bool) -> None:
