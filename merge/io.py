@@ -8,7 +8,8 @@ The input side of the executor. Headers are parsed once; a tensor's bytes are fe
 positioned read (`os.preadv`) into a fresh buffer, so the process holds only the tensors it is
 working on: unlike an mmap, pages already read do not stay in the resident set. Reads are
 thread-safe. Only safetensors are read; pickled checkpoints are refused, never opened.
-`CENSUS` counts tensors handed out that are still alive (the streaming-memory test reads it).
+`CENSUS` counts tensors handed out that are still alive, and their bytes (the streaming-memory
+test reads it).
 """
 
 from __future__ import annotations
@@ -38,27 +39,35 @@ DTYPE_CODES = {v: k for k, v in DTYPES.items()}
 
 
 class TensorCensus:
-    """Live count (and peak) of tensors registered with `track`; freed tensors leave the count."""
+    """Live count and bytes (and their peaks) of tensors registered with `track`; freed tensors
+    leave the count. A tracked view of a tracked tensor counts again: the bytes are an upper bound."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.live = 0
         self.peak = 0
+        self.live_bytes = 0
+        self.peak_bytes = 0
 
     def track(self, t: torch.Tensor) -> torch.Tensor:
+        nbytes = t.numel() * t.element_size()
         with self._lock:
             self.live += 1
             self.peak = max(self.peak, self.live)
-        weakref.finalize(t, self._release)
+            self.live_bytes += nbytes
+            self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+        weakref.finalize(t, self._release, nbytes)
         return t
 
-    def _release(self) -> None:
+    def _release(self, nbytes: int) -> None:
         with self._lock:
             self.live -= 1
+            self.live_bytes -= nbytes
 
     def reset_peak(self) -> None:
         with self._lock:
             self.peak = self.live
+            self.peak_bytes = self.live_bytes
 
 
 CENSUS = TensorCensus()

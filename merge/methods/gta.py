@@ -8,7 +8,7 @@ weighted sum is elected per entry (a zero sum elects +) and only deltas agreeing
 summed, divided (with `normalize`) by the sum of the agreeing weights (a zero divisor counts
 as 1); without consensus the weighted deltas are summed and divided by the sum of all weights
 (|sum| < 1e-8 counts as 1). The result is `base + lam · mixed`. This is mergekit 0.1.5's
-GeneralizedTaskArithmeticMerge, computed block-wise in place: memory stays at (inputs + 2) tensors.
+GeneralizedTaskArithmeticMerge, computed block-wise in place: memory stays at (inputs + 1) tensors.
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ def combine(base: torch.Tensor, deltas: list[torch.Tensor], weights: list[float]
     cursors = [TrimCursor(t) if t is not None else None for t in (trims or [None] * len(deltas))]
     flat_base = base.reshape(-1)
     flats = [d.reshape(-1) for d in deltas]
-    out = torch.empty_like(flat_base)
+    # Each block of the first delta is dead once `mixed` holds its share: the output goes there,
+    # saving a whole tensor of peak memory.
+    out = flats[0]
     total = float(torch.tensor(weights, dtype=torch.float32).sum())
     divisor = 1.0 if abs(total) < 1e-8 else total
     # Blocks help the CPU cache; on a GPU they would only multiply kernel launches.
