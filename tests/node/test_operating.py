@@ -49,8 +49,8 @@ def test_a_stop_that_hangs_ends_hard_and_takes_its_children(tmp_path):
     script = ("import subprocess, time\n"
               "from node.process.shutdown import StopWatchdog\n"
               "child = subprocess.Popen(['sleep', '60'])\n"
-              "print(child.pid, flush=True)\n"
               "StopWatchdog(on_first=lambda: None, deadline_s=0.5).install()\n"
+              "print(child.pid, flush=True)\n"
               "time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
     child = int(proc.stdout.readline())
