@@ -315,6 +315,8 @@ class PlanEngine:
 
         if self.store.update(c.plan_id, change).consents.get(slot) is not signed:
             return False
+        log.info("plan %s: %s… %s the use of %s", c.plan_id, signed.signer[:12], "accepts" if c.accept else "refuses",
+                 c.model_id, extra={"plan_id": c.plan_id, "model_id": c.model_id, "key_id": signed.signer})
         self.jobs.consent_received(c.plan_id, c.model_id, signed.bundle, signed.signer)
         return True
 
@@ -326,7 +328,11 @@ class PlanEngine:
                 return r
             return replace(r, bids={**r.bids, signed.signer: signed})
 
-        return self.store.update(bid.plan_id, change).bids.get(signed.signer) is signed
+        taken = self.store.update(bid.plan_id, change).bids.get(signed.signer) is signed
+        if taken:
+            log.info("plan %s: bid by %s… at %s (%s)", bid.plan_id, signed.signer[:12], bid.address, bid.device,
+                     extra={"plan_id": bid.plan_id, "key_id": signed.signer, "peer": bid.address})
+        return taken
 
     def _maybe_commit(self, record: PlanRecord, now: float) -> None:
         plan = record.plan

@@ -151,6 +151,10 @@ def advance(record: PlanRecord, new: str, reason: str = "", now: float | None = 
     if not can_advance(record.state, new):
         raise TransitionError(f"plan {record.plan_id}: cannot go from {record.state} to {new}")
     now = time.time() if now is None else now
+    # One log line per move, so an operator can follow (and grep) every plan a node takes part in.
+    level = logging.WARNING if new in (FAILED, REJECTED) else logging.INFO
+    log.log(level, "plan %s: %s → %s%s", record.plan_id, record.state, new, f" ({reason})" if reason else "",
+            extra={"plan_id": record.plan_id})
     return replace(record, state=new, reason=reason, history=(*record.history, (new, now, reason)))
 
 

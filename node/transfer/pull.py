@@ -181,6 +181,8 @@ def pull_from_network(registry: LocalRegistry, model_id: str, out_dir: Path | No
     except BaseException:
         staging.abort()
         raise
+    log.info("pulled %s from %s: %d bytes fetched into %s", model_id, ", ".join(fetcher.sources) or "the store",
+             fetcher.fetched, out_dir, extra={"model_id": model_id})
     return PullResult(model_id, out_dir, tuple(fetcher.sources), fetcher.fetched)
 
 
