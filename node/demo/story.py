@@ -69,7 +69,7 @@ class _Narrator:
                                            f"score {b['score']})")
         if d["executor"]:
             vs = " and ".join(self.who(v["key_id"]) for v in d["verifiers"])
-            self.tell("commit", f"  commit     proposer picks {self.who(d['executor']['key_id'])} to merge, "
+            self.tell("commit", f"  commit     the rule picks {self.who(d['executor']['key_id'])} to merge, "
                                 f"{vs} to verify")
         if d["result"]:
             r = d["result"]
