@@ -1,11 +1,16 @@
-"""Arithmetic problems for the small-scale study: generators, disjoint splits, task files.
+"""Arithmetic problems for the small-scale studies: generators, disjoint splits, task and data files.
 
-Three skills, written the way the model sees them (one problem per sequence, char-level):
-    add        "347+58=405"            a in 0..999, b in 0..99
-    mul        "7*86=602"              a in 0..9,   b in 0..99
-    composite  "7*86+58=602+58=660"    the product, then the sum (a scratchpad of both skills)
+Three skills, written the way the models see them (one problem per sequence, char-level):
+    add        "1347+58=1405"             a in 0..1999, b in 0..99     (skill A)
+    mul        "7*186=1302"               a in 0..9,    b in 0..199    (skill B)
+    composite  "7*186+58=1302+58=1360"    the product, then the sum: needs both skills
+The composite's second step is an `add` problem (a ≤ 1791 plus b ≤ 99) and its first step a `mul`
+problem, so a model that has both skills can solve it and one that has only one cannot.
+
 Every problem belongs to exactly one split (train / val / test) by a hash of its operands, so the
-search's fitness set (val) and the reported numbers (test) never contain a training item.
+search's fitness set (val) and the reported numbers (test) never hold a training problem. The mul
+space is small (2000 problems), hence the generous held-out shares: 20% test gives ~400 distinct
+mul problems, enough for 300 test items.
 """
 
 from __future__ import annotations
@@ -13,11 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Iterable
 from pathlib import Path
 
-SPLITS = ("train", "val", "test")
-# Share of the problem space held out for validation (search fitness) and for test.
-HELD_OUT = {"val": 0.1, "test": 0.1}
+SKILLS = ("add", "mul", "composite")
+HELD_OUT = {"val": 0.1, "test": 0.2}  # share of each skill's problem space; the rest is train
 
 
 def split_of(key: str) -> str:
@@ -32,19 +37,20 @@ def split_of(key: str) -> str:
 def problem(skill: str, rng: random.Random) -> tuple[str, str, str]:
     """(key, prompt, answer) of one random problem of a skill."""
     if skill == "add":
-        a, b = rng.randint(0, 999), rng.randint(0, 99)
+        a, b = rng.randint(0, 1999), rng.randint(0, 99)
         return f"add:{a},{b}", f"{a}+{b}=", f"{a + b}"
     if skill == "mul":
-        a, b = rng.randint(0, 9), rng.randint(0, 99)
+        a, b = rng.randint(0, 9), rng.randint(0, 199)
         return f"mul:{a},{b}", f"{a}*{b}=", f"{a * b}"
     if skill == "composite":
-        a, b, c = rng.randint(0, 9), rng.randint(0, 99), rng.randint(0, 99)
+        a, b, c = rng.randint(0, 9), rng.randint(0, 199), rng.randint(0, 99)
         return f"comp:{a},{b},{c}", f"{a}*{b}+{c}=", f"{a * b}+{c}={a * b + c}"
     raise ValueError(f"unknown skill {skill!r}")
 
 
 def sample(skill: str, split: str, n: int, seed: int) -> list[tuple[str, str]]:
-    """`n` distinct (prompt, answer) pairs of a skill from one split (training draws repeat)."""
+    """`n` (prompt, answer) pairs of a skill from one split: distinct for held-out splits,
+    drawn with repetition for train."""
     rng = random.Random(f"{skill}/{split}/{seed}")
     seen: set[str] = set()
     out = []
@@ -61,19 +67,29 @@ def sample(skill: str, split: str, n: int, seed: int) -> list[tuple[str, str]]:
     return out
 
 
-def training_text(mix: dict[str, int], seed: int) -> list[str]:
-    """Training sequences ("prompt+answer") with `mix[skill]` problems per skill, shuffled."""
-    lines = [p + a for skill, n in mix.items() for p, a in sample(skill, "train", n, seed)]
-    random.Random(seed).shuffle(lines)
-    return lines
+def training_pairs(mix: dict[str, int], seed: int) -> list[tuple[str, str]]:
+    """`mix[skill]` training (prompt, answer) pairs per skill, shuffled."""
+    pairs = [pa for skill, n in mix.items() for pa in sample(skill, "train", n, seed)]
+    random.Random(seed).shuffle(pairs)
+    return pairs
 
 
-def write_tasks(path: Path, split: str, per_skill: int, seed: int,
-                skills: tuple[str, ...] = ("add", "mul", "composite")) -> Path:
-    """A mergenet task file (generation items, one `task` per skill)."""
+def write_tasks(path: Path, split: str, per_skill: int, seed: int, skills: Iterable[str] = SKILLS,
+                separator: str = "") -> Path:
+    """A mergenet task file (generation items, one `task` per skill). `separator` follows each
+    prompt (the fusion study's models read "prompt\\n", the format fusion trains on)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as fh:
         for skill in skills:
             for prompt, answer in sample(skill, split, per_skill, seed):
-                fh.write(json.dumps({"prompt": prompt, "answer": answer, "task": skill}) + "\n")
+                fh.write(json.dumps({"prompt": prompt + separator, "answer": answer, "task": skill}) + "\n")
+    return path
+
+
+def write_instructions(path: Path, pairs: list[tuple[str, str]]) -> Path:
+    """A fusion data file: one {"instruction", "response"} object per line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        for prompt, answer in pairs:
+            fh.write(json.dumps({"instruction": prompt, "response": answer}) + "\n")
     return path
