@@ -3,14 +3,16 @@
 Three skills, written the way the models see them (one problem per sequence, char-level):
     add        "1347+58=1405"             a in 0..1999, b in 0..99     (skill A)
     mul        "7*186=1302"               a in 0..9,    b in 0..199    (skill B)
-    composite  "7*186+58=1302+58=1360"    the product, then the sum: needs both skills
-The composite's second step is an `add` problem (a ≤ 1791 plus b ≤ 99) and its first step a `mul`
-problem, so a model that has both skills can solve it and one that has only one cannot.
+    composite  "7*186+58=7*186=1302,1302+58=1360"   a chain: the mul step, then the add step
+The composite's answer writes out its two steps as the skills' own problems (a `mul` problem,
+then an `add` problem with a ≤ 1791), so a model that has both skills and can copy operands from
+the prompt can solve it, and one that has only one skill cannot.
 
-Every problem belongs to exactly one split (train / val / test) by a hash of its operands, so the
-search's fitness set (val) and the reported numbers (test) never hold a training problem. The mul
-space is small (2000 problems), hence the generous held-out shares: 20% test gives ~400 distinct
-mul problems, enough for 300 test items.
+The base (and the fusion study's target) sees every format on the full operand ranges but only
+its easy cases (`restricted`): additions without a carry, multiplications by 0 or 1, composites
+made of those two. It knows the formats (and copies operands of every length) and is weak at
+the skills. Expert A learns addition with carries, expert B multiplication by 2..9; a full-range
+composite needs both (and most test composites have a factor ≥ 2 and a carry in the sum).
 """
 
 from __future__ import annotations
@@ -34,30 +36,44 @@ def split_of(key: str) -> str:
     return "train"
 
 
-def problem(skill: str, rng: random.Random) -> tuple[str, str, str]:
-    """(key, prompt, answer) of one random problem of a skill."""
+def carries(a: int, b: int) -> bool:
+    """Whether the column sum a + b carries anywhere."""
+    while a or b:
+        if a % 10 + b % 10 >= 10:
+            return True
+        a, b = a // 10, b // 10
+    return False
+
+
+def problem(skill: str, rng: random.Random, restricted: bool = False) -> tuple[str, str, str]:
+    """(key, prompt, answer) of one random problem of a skill (only its easy cases if `restricted`)."""
     if skill == "add":
-        a, b = rng.randint(0, 1999), rng.randint(0, 99)
-        return f"add:{a},{b}", f"{a}+{b}=", f"{a + b}"
+        while True:
+            a, b = rng.randint(0, 1999), rng.randint(0, 99)
+            if not (restricted and carries(a, b)):
+                return f"add:{a},{b}", f"{a}+{b}=", f"{a + b}"
     if skill == "mul":
-        a, b = rng.randint(0, 9), rng.randint(0, 199)
+        a, b = rng.randint(0, 1 if restricted else 9), rng.randint(0, 199)
         return f"mul:{a},{b}", f"{a}*{b}=", f"{a * b}"
     if skill == "composite":
-        a, b, c = rng.randint(0, 9), rng.randint(0, 199), rng.randint(0, 99)
-        return f"comp:{a},{b},{c}", f"{a}*{b}+{c}=", f"{a * b}+{c}={a * b + c}"
+        while True:
+            a, b, c = rng.randint(0, 1 if restricted else 9), rng.randint(0, 199), rng.randint(0, 99)
+            if not (restricted and carries(a * b, c)):
+                break
+        return f"comp:{a},{b},{c}", f"{a}*{b}+{c}=", f"{a}*{b}={a * b},{a * b}+{c}={a * b + c}"
     raise ValueError(f"unknown skill {skill!r}")
 
 
-def sample(skill: str, split: str, n: int, seed: int) -> list[tuple[str, str]]:
+def sample(skill: str, split: str, n: int, seed: int, restricted: bool = False) -> list[tuple[str, str]]:
     """`n` (prompt, answer) pairs of a skill from one split: distinct for held-out splits,
     drawn with repetition for train."""
-    rng = random.Random(f"{skill}/{split}/{seed}")
+    rng = random.Random(f"{skill}/{split}/{seed}/{'small' if restricted else 'full'}")
     seen: set[str] = set()
     out = []
     for _ in range(200 * n + 10_000):  # held-out splits are finite: fail instead of looping forever
         if len(out) == n:
             return out
-        key, prompt, answer = problem(skill, rng)
+        key, prompt, answer = problem(skill, rng, restricted)
         if split_of(key) != split or (split != "train" and key in seen):
             continue
         seen.add(key)
@@ -67,9 +83,9 @@ def sample(skill: str, split: str, n: int, seed: int) -> list[tuple[str, str]]:
     return out
 
 
-def training_pairs(mix: dict[str, int], seed: int) -> list[tuple[str, str]]:
+def training_pairs(mix: dict[str, int], seed: int, restricted: bool = False) -> list[tuple[str, str]]:
     """`mix[skill]` training (prompt, answer) pairs per skill, shuffled."""
-    pairs = [pa for skill, n in mix.items() for pa in sample(skill, "train", n, seed)]
+    pairs = [pa for skill, n in mix.items() for pa in sample(skill, "train", n, seed, restricted)]
     random.Random(seed).shuffle(pairs)
     return pairs
 

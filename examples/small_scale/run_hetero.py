@@ -7,9 +7,10 @@ on the same instruction data alone (FuseLLM's control)?
 
 Per seed: expert A, a Llama with a char tokenizer, trained on addition; expert B, a GPT-2 with a
 byte-level BPE tokenizer, trained on multiplication; the target, a Qwen2 with a char tokenizer of
-another id layout, pre-trained briefly on both formats (weak at both). Then `run_fusion` (the
-library call `mergenet fuse` makes) trains the target on instruction data of both skills:
-min_ce and avg_ce fusion at λ ∈ {0.5, 0.9}, and λ = 1 (the fused term switched off: plain
+another id layout, pre-trained on the easy cases of both formats (no carries, factors 0
+and 1: weak at both skills). Then `run_fusion` (the library call `mergenet fuse` makes) trains the target on
+instruction data of both skills: min_ce and avg_ce fusion at λ ∈ {0.5, 0.9}, and λ = 1 (the
+fused term switched off: plain
 fine-tuning on the same data, same optimizer, same steps) as the control. Every model is scored on
 the same held-out test items of both skills (`evaluate`); the response loss is the mean per-token
 NLL of the gold test answers. Numbers go to `results.json` (and `RESULTS_hetero.json` here for the
@@ -65,8 +66,8 @@ class HeteroConfig:
 
 
 FULL = HeteroConfig(seeds=(0, 1), model=TinySpec(n_layers=4, hidden=64, heads=4, intermediate=192, max_positions=64),
-                    pool=20000, expert_steps=1500, target_steps=300, fusion_examples=2000, fusion_lr=1e-3,
-                    fusion_epochs=2, fusion_batch=32, top_k=10, test_items=300, eval_batch=128)
+                    pool=20000, expert_steps=1500, target_steps=600, fusion_examples=2000, fusion_lr=1e-3,
+                    fusion_epochs=3, fusion_batch=32, top_k=10, test_items=300, eval_batch=128)
 QUICK = HeteroConfig(seeds=(0, 1), model=TinySpec(n_layers=2, hidden=32, heads=4, intermediate=64, max_positions=64),
                      pool=300, expert_steps=20, target_steps=10, fusion_examples=40, fusion_lr=1e-3,
                      fusion_epochs=1, fusion_batch=16, top_k=5, test_items=10, eval_batch=64)
@@ -103,8 +104,9 @@ def run_seed(seed: int, cfg: HeteroConfig, root: Path, test_file: Path, timings:
     bpe_tok = make_tokenizer(work / "tok_bpe", kind="bpe", vocab_size=384, seed=0)
     target_tok = make_char_tokenizer(work / "tok_target", ALPHABET + PROMPT_SEPARATOR, specials_last=True)
 
-    def pairs(mix: dict[str, int], data_seed: int) -> list[tuple[str, str]]:
-        return [(p + PROMPT_SEPARATOR, a) for p, a in training_pairs(mix, data_seed)]  # fusion's prompt format
+    def pairs(mix: dict[str, int], data_seed: int, restricted: bool) -> list[tuple[str, str]]:
+        # The fusion's prompt format; the target's pre-training sees only the easy cases (data.py).
+        return [(p + PROMPT_SEPARATOR, a) for p, a in training_pairs(mix, data_seed, restricted)]
 
     specs = {"expert A (add, llama/char)": ("llama", char_tok, {"add": cfg.pool}, cfg.expert_steps, "expert_add"),
              "expert B (mul, gpt2/bpe)": ("gpt2", bpe_tok, {"mul": cfg.pool}, cfg.expert_steps, "expert_mul"),
@@ -114,9 +116,12 @@ def run_seed(seed: int, cfg: HeteroConfig, root: Path, test_file: Path, timings:
     for i, (name, (arch, tok, mix, steps, folder)) in enumerate(specs.items()):
         init = make_model(work / f"init_{folder}", arch, seed * 10 + i, tok, cfg.model)
         paths[name] = work / folder
-        training[name] = cached_train(init, paths[name], lambda mix=mix, i=i: pairs(mix, seed * 10 + i),
+        restricted = folder == "target"
+        training[name] = cached_train(init, paths[name],
+                                      lambda mix=mix, i=i, r=restricted: pairs(mix, seed * 10 + i, r),
                                       TrainSpec(steps, seed=seed * 10 + i),
-                                      {"arch": arch, "model": asdict(cfg.model), "mix": mix, "seed": seed})
+                                      {"arch": arch, "model": asdict(cfg.model), "mix": mix, "seed": seed,
+                                       "easy cases only": restricted})
     timings[f"seed {seed}: train experts and target"] = round(time.time() - t, 1)
 
     # The fusion data: instruction pairs of both skills from the train split, drawn afresh.

@@ -5,10 +5,11 @@ layer-wise CMA-ES search beat uniform merging?
     python examples/small_scale/run_study.py --work /tmp/small_scale            # the full study
     python examples/small_scale/run_study.py --work /tmp/ss_quick --quick       # a smoke run, < 1 min
 
-Per training seed: char tokenizer → tiny Llama pre-trained briefly on all three formats (the
-base: knows them, weak at them) → expert A (add), expert B (mul) and the joint control (add + mul,
-same budget), each fine-tuned at a lower learning rate with replay of the base's data → uniform
-linear, task arithmetic, TIES and DARE-TIES merges (`run_merge`) → layer-wise CMA-ES searches over
+Per training seed: char tokenizer → tiny Llama pre-trained on the easy cases of all three
+formats (the base: knows the formats, weak at the skills; see data.py) → expert A
+(add), expert B (mul) and the joint control (add + mul, same budget), each fine-tuned at a lower
+learning rate with replay of the base's data → uniform linear, task arithmetic, TIES and
+DARE-TIES merges (`run_merge`) → layer-wise CMA-ES searches over
 TIES and DARE-TIES on the validation split (`run_search`, one evaluation budget, several search
 seeds) → a greedy soup of the base and experts picked on validation → every model evaluated on the
 same held-out test items (`evaluate`). All numbers, per-item outcomes included, go to
@@ -46,6 +47,7 @@ from node.demo.models import TinySpec, make_model
 log = logging.getLogger("study")
 HERE = Path(__file__).resolve().parent
 EVAL_SEED = 0  # the val/test items are the same for every training seed and every model
+MAX_NEW_TOKENS = 32  # the longest composite answer has 23 characters; merge.eval's default is 16
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class StudyConfig:
 
 FULL = StudyConfig(seeds=(0, 1, 2), search_seeds=(0, 1), model=TinySpec(n_layers=4, hidden=64, heads=4,
                    intermediate=192, max_positions=64), base_pool=20000, base_steps=1500, base_lr=3e-3,
-                   expert_steps=800, expert_lr=1e-3, replay=0.5, val_items=60, test_items=300, budget=60,
+                   expert_steps=1200, expert_lr=1e-3, replay=0.3, val_items=60, test_items=300, budget=60,
                    weight_bounds=(0.0, 1.5), density=0.5, eval_batch=128)
 QUICK = StudyConfig(seeds=(0, 1), search_seeds=(0,), model=TinySpec(n_layers=2, hidden=32, heads=4,
                     intermediate=64, max_positions=64), base_pool=500, base_steps=30, base_lr=3e-3,
@@ -82,7 +84,7 @@ def expert_pairs(own: dict[str, int], cfg: StudyConfig, seed: int) -> list[tuple
     same problems it was trained on), which keeps the experts from forgetting what the base knew."""
     n_own = sum(own.values())
     n_replay = round(n_own * cfg.replay / (1 - cfg.replay))
-    base_mix = training_pairs({s: cfg.base_pool for s in SKILLS}, seed)
+    base_mix = training_pairs({s: cfg.base_pool for s in SKILLS}, seed, restricted=True)
     return training_pairs(own, seed + 100) + base_mix[:n_replay]
 
 
@@ -115,7 +117,7 @@ def merge_to(recipe_data: dict, out: Path) -> Path:
 def score(path: Path, tasks, batch: int) -> dict:
     """Test (or val) outcome of one model: accuracies and the per-item outcomes, in file order."""
     model, tok = load_model(path)
-    result = evaluate(model, tok, tasks, batch_size=batch)
+    result = evaluate(model, tok, tasks, batch_size=batch, max_new_tokens=MAX_NEW_TOKENS)
     correct: dict[str, str] = {}
     for t, ok in zip(tasks, result.correct, strict=True):
         correct[t.task] = correct.get(t.task, "") + ("1" if ok else "0")
@@ -126,7 +128,7 @@ def search(recipe_data: dict, val, out: Path, cfg: StudyConfig, seed: int) -> di
     """One layer-wise CMA-ES search, resumed from its own log when rerun (a finished log is
     replayed without re-evaluating); a log from other settings is discarded."""
     config = SearchConfig(budget=cfg.budget, group_size=1, seed=seed, bounds={"weight": cfg.weight_bounds},
-                          batch_size=cfg.eval_batch)
+                          batch_size=cfg.eval_batch, max_new_tokens=MAX_NEW_TOKENS)
     recipe = load_recipe(recipe_data)
     try:
         result = run_search(recipe, val, out, config, device=torch.device("cpu"), resume=True)
@@ -142,7 +144,8 @@ def search(recipe_data: dict, val, out: Path, cfg: StudyConfig, seed: int) -> di
 def greedy_soup(ingredients: dict[str, Path], val, work: Path, batch: int) -> tuple[Path, dict]:
     """Greedy soup (Wortsman et al. 2022): ingredients in order of validation accuracy; each is
     kept in the uniform linear average if that does not lower validation fitness."""
-    val_scores = {name: evaluate(*load_model(p), val, batch_size=batch).fitness for name, p in ingredients.items()}
+    val_scores = {name: evaluate(*load_model(p), val, batch_size=batch, max_new_tokens=MAX_NEW_TOKENS).fitness
+                  for name, p in ingredients.items()}
     order = sorted(ingredients, key=lambda n: -val_scores[n])
     members, best, path = [order[0]], val_scores[order[0]], ingredients[order[0]]
     for name in order[1:]:
@@ -150,7 +153,7 @@ def greedy_soup(ingredients: dict[str, Path], val, work: Path, batch: int) -> tu
         out = merge_to({"merge_method": "linear", "dtype": "float32",
                         "models": [{"model": str(ingredients[m]), "parameters": {"weight": 1.0}} for m in trial]},
                        work / f"soup_{len(trial)}")
-        fit = evaluate(*load_model(out), val, batch_size=batch).fitness
+        fit = evaluate(*load_model(out), val, batch_size=batch, max_new_tokens=MAX_NEW_TOKENS).fitness
         if fit >= best:
             members, best, path = trial, fit, out
     return path, {"members": members, "val_fitness": best, "ingredient_val_fitness": val_scores}
@@ -168,9 +171,10 @@ def run_seed(seed: int, cfg: StudyConfig, root: Path, val_file: Path, test_file:
     t = time.time()
     tok = make_char_tokenizer(work / "tokenizer")
     init = make_model(work / "init", "llama", seed, tok, cfg.model)
-    key = {"model": asdict(cfg.model), "pool": cfg.base_pool, "seed": seed}
+    key = {"model": asdict(cfg.model), "pool": cfg.base_pool, "seed": seed, "base data": "easy cases"}
     training = {"base": cached_train(init, work / "base", lambda: training_pairs(
-        {s: cfg.base_pool for s in SKILLS}, seed), TrainSpec(cfg.base_steps, cfg.base_lr, seed=seed), key)}
+        {s: cfg.base_pool for s in SKILLS}, seed, restricted=True),
+        TrainSpec(cfg.base_steps, cfg.base_lr, seed=seed), key)}
     timed("train base", t)
     n_own = cfg.base_pool
     own = {"expert A (add)": {"add": n_own}, "expert B (mul)": {"mul": n_own},

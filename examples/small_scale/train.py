@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 log = logging.getLogger(__name__)
-ALPHABET = "0123456789+*="
+ALPHABET = "0123456789+*=,"
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 
 
@@ -102,7 +102,7 @@ def train(src: Path, dst: Path, pairs: list[tuple[str, str]], spec: TrainSpec) -
         opt.step()
         losses.append(float(loss.detach()))
         if step % 500 == 0 or step == spec.steps - 1:
-            log.info("%s step %d/%d loss %.4f", dst.name, step, spec.steps, loss)
+            log.info("%s step %d/%d loss %.4f", dst.name, step, spec.steps, losses[-1])
     model.eval()
     model.save_pretrained(dst, safe_serialization=True)
     tok.save_pretrained(dst)
