@@ -106,7 +106,7 @@ def run_seed(seed: int, cfg: HeteroConfig, root: Path, test_file: Path, timings:
 
     def pairs(mix: dict[str, int], data_seed: int, restricted: bool) -> list[tuple[str, str]]:
         # The fusion's prompt format; the target's pre-training sees only the easy cases (data.py).
-        return [(p + PROMPT_SEPARATOR, a) for p, a in training_pairs(mix, data_seed, restricted)]
+        return [(p + PROMPT_SEPARATOR, a) for p, a in training_pairs(mix, data_seed, "easy" if restricted else "full")]
 
     specs = {"expert A (add, llama/char)": ("llama", char_tok, {"add": cfg.pool}, cfg.expert_steps, "expert_add"),
              "expert B (mul, gpt2/bpe)": ("gpt2", bpe_tok, {"mul": cfg.pool}, cfg.expert_steps, "expert_mul"),
@@ -121,7 +121,7 @@ def run_seed(seed: int, cfg: HeteroConfig, root: Path, test_file: Path, timings:
                                       lambda mix=mix, i=i, r=restricted: pairs(mix, seed * 10 + i, r),
                                       TrainSpec(steps, seed=seed * 10 + i),
                                       {"arch": arch, "model": asdict(cfg.model), "mix": mix, "seed": seed,
-                                       "easy cases only": restricted})
+                                       "regime": "easy" if restricted else "full"})
     timings[f"seed {seed}: train experts and target"] = round(time.time() - t, 1)
 
     # The fusion data: instruction pairs of both skills from the train split, drawn afresh.

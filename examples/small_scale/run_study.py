@@ -84,7 +84,7 @@ def expert_pairs(own: dict[str, int], cfg: StudyConfig, seed: int) -> list[tuple
     same problems it was trained on), which keeps the experts from forgetting what the base knew."""
     n_own = sum(own.values())
     n_replay = round(n_own * cfg.replay / (1 - cfg.replay))
-    base_mix = training_pairs({s: cfg.base_pool for s in SKILLS}, seed, restricted=True)
+    base_mix = training_pairs({s: cfg.base_pool for s in SKILLS}, seed, regime="easy")
     return training_pairs(own, seed + 100) + base_mix[:n_replay]
 
 
@@ -171,14 +171,18 @@ def run_seed(seed: int, cfg: StudyConfig, root: Path, val_file: Path, test_file:
     t = time.time()
     tok = make_char_tokenizer(work / "tokenizer")
     init = make_model(work / "init", "llama", seed, tok, cfg.model)
-    key = {"model": asdict(cfg.model), "pool": cfg.base_pool, "seed": seed, "base data": "easy cases"}
+    key = {"model": asdict(cfg.model), "pool": cfg.base_pool, "seed": seed, "base data": "easy"}
     training = {"base": cached_train(init, work / "base", lambda: training_pairs(
-        {s: cfg.base_pool for s in SKILLS}, seed, restricted=True),
+        {s: cfg.base_pool for s in SKILLS}, seed, regime="easy"),
         TrainSpec(cfg.base_steps, cfg.base_lr, seed=seed), key)}
     timed("train base", t)
     n_own = cfg.base_pool
-    own = {"expert A (add)": {"add": n_own}, "expert B (mul)": {"mul": n_own},
-           "joint control": {"add": n_own // 2, "mul": n_own // 2}}
+    # Each expert learns its skill plainly and inside the chain (data.py's regimes); the joint
+    # control gets both experts' data in the same budget.
+    own = {"expert A (add)": {"add": n_own, "composite:carry": n_own // 2},
+           "expert B (mul)": {"mul": n_own, "composite:factor": n_own // 2},
+           "joint control": {"add": n_own // 2, "composite:carry": n_own // 4,
+                             "mul": n_own // 2, "composite:factor": n_own // 4}}
     paths = {"base": work / "base"}
     for name, mix in own.items():
         t = time.time()
