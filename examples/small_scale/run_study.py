@@ -35,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import SKILLS, sample, training_pairs, write_tasks
+from steps import write_steps
 from train import TrainSpec, cached_train, make_char_tokenizer
 
 from merge.errors import MergeInputError
@@ -249,6 +250,8 @@ def main() -> None:
     if results:
         results.write_text(json.dumps(summary, indent=1) + "\n")
         log.info("wrote %s", results)
+    # The composite chains step by step (what exact match cannot show); same layout, same items.
+    write_steps(args.work, results.with_name("STEPS.json") if results else None)
     log.info("done in %.0fs", timings["total"])
 
 

@@ -28,7 +28,8 @@ def outputs(tmp_path_factory) -> dict[str, Path]:
     _run("run_study.py", "--work", str(root / "homo"), "--quick")
     _run("run_hetero.py", "--work", str(root / "hetero"), "--quick")
     _run("report.py", "--homo", str(root / "homo" / "results.json"), "--hetero",
-         str(root / "hetero" / "results.json"), "--out", str(root / "report"))
+         str(root / "hetero" / "results.json"), "--steps", str(root / "homo" / "steps.json"),
+         "--out", str(root / "report"))
     return {"homo": root / "homo", "hetero": root / "hetero", "report": root / "report"}
 
 
@@ -58,6 +59,16 @@ def test_homogeneous_quick(outputs):
                 assert all(len(v) == res["config"]["model"]["n_layers"] for v in per_model.values())
 
 
+def test_composite_steps(outputs):
+    res = json.loads((outputs["homo"] / "results.json").read_text())
+    steps = json.loads((outputs["homo"] / "steps.json").read_text())
+    assert set(steps) == set(res["seeds"])
+    for sd in steps.values():
+        assert {"base", "joint control", "TIES"} <= set(sd)
+        for v in sd.values():
+            assert len(v["mul step"]) == len(v["add step"]) == res["test_items"]["composite"]
+
+
 def test_homogeneous_rerun_reuses_models(outputs):
     marker = outputs["homo"] / "seed0" / "base" / "model.safetensors"
     before = marker.stat().st_mtime_ns
@@ -76,6 +87,6 @@ def test_heterogeneous_quick(outputs):
 
 def test_report(outputs):
     md = (outputs["report"] / "RESULTS.md").read_text()
-    assert "generated:begin" in md and "| base |" in md and "min_ce λ=0.5" in md
+    assert "generated:begin" in md and "| base |" in md and "min_ce λ=0.5" in md and "step by step" in md
     for png in ("accuracy.png", "search_fitness.png", "layer_coefficients.png", "hetero_accuracy.png"):
         assert (outputs["report"] / png).stat().st_size > 1000
