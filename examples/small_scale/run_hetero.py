@@ -66,7 +66,7 @@ class HeteroConfig:
 
 
 FULL = HeteroConfig(seeds=(0, 1), model=TinySpec(n_layers=4, hidden=64, heads=4, intermediate=192, max_positions=64),
-                    pool=20000, expert_steps=1500, target_steps=600, fusion_examples=2000, fusion_lr=1e-3,
+                    pool=20000, expert_steps=3000, target_steps=600, fusion_examples=2000, fusion_lr=1e-3,
                     fusion_epochs=3, fusion_batch=32, top_k=10, test_items=300, eval_batch=128)
 QUICK = HeteroConfig(seeds=(0, 1), model=TinySpec(n_layers=2, hidden=32, heads=4, intermediate=64, max_positions=64),
                      pool=300, expert_steps=20, target_steps=10, fusion_examples=40, fusion_lr=1e-3,
@@ -80,18 +80,19 @@ def conditions() -> dict[str, dict]:
     return out
 
 
-def fuse(recipe: dict, out: Path, work_dir: Path) -> dict:
-    """`run_fusion` unless `out` already holds a fusion of this exact recipe; the step outputs in
-    `work_dir` (captures, alignments) are shared by every condition of a seed."""
+def fuse(recipe: dict, out: Path, work_dir: Path, inputs: dict) -> dict:
+    """`run_fusion` unless `out` already holds a fusion of this exact recipe and these input models
+    (`inputs`: their training records; the paths stay the same when a model is retrained); the
+    step outputs in `work_dir` (captures, alignments) are shared by every condition of a seed."""
     marker = out.with_name(out.name + ".fusion.json")
     if marker.is_file() and (out / "config.json").is_file():
         saved = json.loads(marker.read_text())
-        if saved["recipe"] == recipe:
+        if saved["recipe"] == recipe and saved.get("inputs") == inputs:
             log.info("reusing %s", out)
             return saved["result"]
     shutil.rmtree(out, ignore_errors=True)
     result = run_fusion(load_recipe(recipe), out, device="cpu", work_dir=work_dir).to_dict()
-    marker.write_text(json.dumps({"recipe": recipe, "result": result}, default=str))
+    marker.write_text(json.dumps({"recipe": recipe, "inputs": inputs, "result": result}, default=str))
     return result
 
 
@@ -137,7 +138,7 @@ def run_seed(seed: int, cfg: HeteroConfig, root: Path, test_file: Path, timings:
                   "max_length": 64, "seed": seed, "device": "cpu", **settings}
         folder = "fused_" + name.split(":")[0].replace(" ", "_").replace("=", "").replace("λ", "l")
         paths[name] = work / folder
-        fusions[name] = fuse(recipe, paths[name], work / "fusion_work")
+        fusions[name] = fuse(recipe, paths[name], work / "fusion_work", training)
         timings[f"seed {seed}: fuse {name}"] = round(time.time() - t, 1)
     t = time.time()
     test = load_tasks(test_file)

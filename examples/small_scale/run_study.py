@@ -125,9 +125,14 @@ def score(path: Path, tasks, batch: int) -> dict:
     return {**result.to_dict(), "correct": correct}
 
 
-def search(recipe_data: dict, val, out: Path, cfg: StudyConfig, seed: int) -> dict:
+def search(recipe_data: dict, val, out: Path, cfg: StudyConfig, seed: int, inputs: dict) -> dict:
     """One layer-wise CMA-ES search, resumed from its own log when rerun (a finished log is
-    replayed without re-evaluating); a log from other settings is discarded."""
+    replayed without re-evaluating); a log from other settings or other input models (`inputs`:
+    their training records, since a retrained model keeps its path) is discarded."""
+    marker = out.with_name(out.name + ".inputs.json")
+    if not marker.is_file() or json.loads(marker.read_text()) != inputs:
+        shutil.rmtree(out, ignore_errors=True)
+        marker.write_text(json.dumps(inputs))
     config = SearchConfig(budget=cfg.budget, group_size=1, seed=seed, bounds={"weight": cfg.weight_bounds},
                           batch_size=cfg.eval_batch, max_new_tokens=MAX_NEW_TOKENS)
     recipe = load_recipe(recipe_data)
@@ -205,7 +210,7 @@ def run_seed(seed: int, cfg: StudyConfig, root: Path, val_file: Path, test_file:
             t = time.time()
             name = f"searched {method} (search seed {s})"
             out = work / f"search_{method}_{s}"
-            searches[name] = search(recipes[method], val, out, cfg, s)
+            searches[name] = search(recipes[method], val, out, cfg, s, training)
             paths[name] = out / "model"
             timed(f"{name}, {cfg.budget} evaluations", t)
     t = time.time()
