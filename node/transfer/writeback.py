@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 # Bytes written between two writeback requests: large enough that the requests cost nothing,
 # small enough that little is left dirty when the stream ends.
-WRITEBACK_BYTES = 32 << 20
+WRITEBACK_BYTES = 8 << 20
 SYNC_FILE_RANGE_WRITE = 2  # from <linux/fs.h>: start writeback of dirty pages, do not wait
 
 
