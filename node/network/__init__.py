@@ -5,7 +5,8 @@ and the view of remote models built from verified ads.
 - `PeerTable` (known peers, misbehaviour memory, least-recently-seen eviction) → peers.py
 - `LeaveChecks` (goodbyes honoured once the peer stops answering) → leaving.py
 - DHT key names, timing constants, `NodeRecord` → dht_records.py (no hivemind import)
-- `Discovery` (the hivemind DHT child process) → discovery.py
+- `Discovery` (the node's side of the DHT child process; no hivemind import) → discovery.py
+- the DHT child itself (`python -m node.network.dht_child`: hivemind, p2pd) → dht_child.py
 - `Network` (gossip, announce rounds, remote ads, holders) → view.py
 - what client commands ask the local node → remote.py
 """

@@ -40,6 +40,7 @@ from node.errors import NodeError, PeerError
 from node.network.client import connect, transfer_stub
 from node.network.peers import PeerTable
 from node.process import metrics
+from node.transfer.writeback import Writeback
 from protos import mergenet_pb2 as pb
 from registry.errors import RegistryError, VerificationError
 from registry.hashing import FileDigest
@@ -243,6 +244,7 @@ class BlobFetcher:
         hasher = _hash_prefix(self.store.partial_path(digest), offset)
         with connect(addr) as ch, open(self.store.partial_path(digest), "ab") as out:
             stream = transfer_stub(ch).Fetch(pb.FetchRequest(digest=digest, offset=offset), timeout=None)
+            writeback = Writeback(out, start=offset)
             deadline = [time.monotonic() + self.stall_timeout_s]
             done = threading.Event()
             threading.Thread(target=_cancel_when_stalled, args=(stream, deadline, done), daemon=True).start()
@@ -253,21 +255,24 @@ class BlobFetcher:
                         raise VerificationError(f"holder {addr} sent bytes at the wrong offset for {digest}")
                     if signed is None:
                         claimed = claimed or chunk.total_size or None
+                    data = chunk.data  # each access to a protobuf bytes field copies it: once
+                    n = len(data)
                     try:
-                        self._check_room(addr, digest, offset + len(chunk.data), len(chunk.data),
-                                         max(size_hint, claimed or 0), claimed, out.fileno())
+                        self._check_room(addr, digest, offset + n, n, max(size_hint, claimed or 0), claimed,
+                                         out.fileno())
                     except NodeError:
                         stream.cancel()
                         raise
-                    if not chunk.data:
+                    if not n:
                         continue  # an empty chunk is no progress: it must not hold off the stall timeout
-                    out.write(chunk.data)
-                    hasher.update(chunk.data)
-                    offset += len(chunk.data)
+                    out.write(data)
+                    writeback.wrote(n)
+                    hasher.update(data)
+                    offset += n
                     deadline[0] = time.monotonic() + self.stall_timeout_s
-                    metrics.record_fetched(len(chunk.data))
+                    metrics.record_fetched(n)
                     with self._lock:
-                        self.fetched += len(chunk.data)
+                        self.fetched += n
                         self._have[digest] = offset
                     self._report()
             finally:

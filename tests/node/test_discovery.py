@@ -1,12 +1,14 @@
 """Two real hivemind DHT peers in their own processes: records are visible to the other peer,
 a record forged under someone else's owner marker is refused, leaving removes a node at once,
-and stop() reaps the DHT child and its p2pd."""
+stop() reaps the DHT child and its p2pd, and the node's process never imports hivemind or torch."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import psutil
 import pytest
-from hivemind.utils.timed_storage import get_dht_time
 
 from node.network.dht_records import NODES_KEY, NodeRecord, holders_key
 from node.network.discovery import Discovery
@@ -15,6 +17,11 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def test_announce_find_forge_leave_and_reap():
+    import hivemind
+    from hivemind.dht.crypto import RSASignatureValidator
+    from hivemind.utils.crypto import RSAPrivateKey
+    from hivemind.utils.timed_storage import get_dht_time
+
     a = Discovery.start()
     b = Discovery.start(initial_peers=a.maddrs())
     kids = [psutil.Process(d.pid) for d in (a, b)]
@@ -26,11 +33,17 @@ def test_announce_find_forge_leave_and_reap():
         assert {r.addr for r in b.find_nodes()} == {"127.0.0.1:1001", "127.0.0.1:1002"}
         assert b.find_holders("sha256:" + "a" * 64) == ["127.0.0.1:1001"]
 
-        # B writes under A's owner marker without A's key: the validator refuses it everywhere.
-        forged = b._dht.store(NODES_KEY, {"addr": "6.6.6.6:1"}, get_dht_time() + 60, subkey=a._marker)
-        assert not forged
-        forged = b._dht.store(holders_key("sha256:" + "a" * 64), "6.6.6.6:1", get_dht_time() + 60, subkey=a._marker)
-        assert not forged
+        # A third peer writes under A's owner marker without A's key: the validators refuse it.
+        forger = hivemind.DHT(initial_peers=a.maddrs(), start=True,
+                              record_validators=[RSASignatureValidator(RSAPrivateKey())])
+        try:
+            marker = a.marker.encode()
+            forged = forger.store(NODES_KEY, {"addr": "6.6.6.6:1"}, get_dht_time() + 60, subkey=marker)
+            assert not forged
+            forged = forger.store(holders_key("sha256:" + "a" * 64), "6.6.6.6:1", get_dht_time() + 60, subkey=marker)
+            assert not forged
+        finally:
+            forger.shutdown()
         assert "6.6.6.6:1" not in {r.addr for r in b.find_nodes()}
         assert b.find_holders("sha256:" + "a" * 64) == ["127.0.0.1:1001"]
 
@@ -42,3 +55,24 @@ def test_announce_find_forge_leave_and_reap():
         b.stop()
     _, alive = psutil.wait_procs(kids, timeout=5)
     assert not alive, f"left running after stop(): {[p.name() for p in alive]}"
+
+
+def test_an_idle_node_with_the_dht_on_imports_neither_hivemind_nor_torch(tmp_path):
+    """The DHT peer runs in its own interpreter: the node process pays for neither (a fresh
+    interpreter, since this test process has imported both)."""
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from node.process.config import NodeConfig\n"
+        "from node.process.daemon import Node\n"
+        f"n = Node(NodeConfig(home=Path({str(tmp_path / 'home')!r}), listen='127.0.0.1:0', dht=True))\n"
+        "n.start()\n"
+        "try:\n"
+        "    assert n.discovery is not None and n.discovery.maddrs()\n"
+        "    print(sorted(m for m in ('hivemind', 'torch') if m in sys.modules))\n"
+        "finally:\n"
+        "    n.stop()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
