@@ -9,6 +9,7 @@ guarded by a lock, so an `Index` is safe to share between threads.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import sqlite3
@@ -80,6 +81,16 @@ class ModelRow:
     added: str = ""
 
 
+@contextmanager
+def _init_lock(db_path: Path) -> Iterator[None]:
+    with open(db_path.with_name(db_path.name + ".init-lock"), "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 class Index:
     def __init__(self, db_path: Path):
         self.path = Path(db_path)
@@ -87,9 +98,13 @@ class Index:
         try:
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False,
                                        isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA)
+            # Switching a new database to WAL takes an exclusive lock that SQLite's busy timeout
+            # does not wait for: two processes opening a fresh home at once would see "database is
+            # locked". An OS lock beside the database makes them take turns for this step.
+            with _init_lock(self.path):
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+                self._db.executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise RegistryError(f"cannot open the registry database {self.path}: {exc}") from None
 

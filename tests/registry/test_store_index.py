@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -161,3 +162,25 @@ def test_fan_out_propagates_a_failing_consumer_without_hanging(tmp_path, monkeyp
     with pytest.raises(OSError, match="No space"):
         hash_file(path, [("t", 0, 50_000)], sink=sink)
     assert sink.calls == 3  # the failed consumer stops; the reader stops soon after
+
+
+def _open_many(root: str, barrier, n: int) -> None:
+    from registry.index import Index
+
+    for i in range(n):
+        barrier.wait(30)  # all at once, on the same fresh file
+        Index(Path(root) / f"db{i}.sqlite").close()
+
+
+def test_processes_opening_one_fresh_database_at_once_take_turns(tmp_path):
+    # Switching a new database to WAL failed with "database is locked" in all but one of them.
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_open_many, args=(str(tmp_path), barrier, 20)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
