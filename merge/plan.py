@@ -150,7 +150,7 @@ class _Planner:
         return tuple(mparams), gparams
 
     def resolve(self, spec: ParamSpec, scopes: list[dict[str, Any]], tensor: str, t: float, who: str) -> Any:
-        value = lookup(spec.name, scopes, tensor, t)
+        value = lookup(spec.name, scopes, tensor, t, spec.kind)
         if value is None:
             if spec.required:
                 raise RecipeError(f"{self.method.name} needs parameter '{spec.name}' for {who} "
