@@ -131,9 +131,9 @@ def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
 
 def _copy_from_hf_cache(repo_id: str, copy_to: str | None, ctx: Context) -> Path:
     """A new folder holding the cached snapshot's files, which submit then signs (see node.ops.hf_cache)."""
-    from node.ops.hf_cache import copy_snapshot, find_cached
+    from node.ops.hf_cache import copy_snapshot, find_cached, split_revision
 
-    cached = find_cached(repo_id)
+    cached = find_cached(*split_revision(repo_id))
     dest = Path(copy_to).expanduser().resolve() if copy_to else ctx.home / HF_COPIES_DIR / cached.folder_name
     folder, skipped = copy_snapshot(cached, dest)
     ctx.note(f"copied {repo_id} (commit {cached.commit[:12]}) from the Hugging Face cache to {folder}"
