@@ -6,12 +6,13 @@
 
 What mergekit does by merging the adapter into a copy of the model first (peft's
 `merge_and_unload`), done per tensor: for every target module, W += (B @ A) · α / r (α / √r
-with `use_rslora`; r and α per module from `rank_pattern` / `alpha_pattern`), transposed for
+with `use_rslora`; r is A's row count, α per module from `alpha_pattern`), transposed for
 `fan_in_fan_out` adapters (GPT-2's Conv1D stores weights as in × out), and embedding LoRAs
-(`lora_embedding_A/B`) as (B @ A)ᵀ; tensors the adapter saves whole (`modules_to_save`) replace
-the model's. The sum is computed in float32 and stored back in the model's dtype, as the merged
-copy mergekit reads would be. Only safetensors adapters are read: `adapter_model.bin` is refused,
-never unpickled; DoRA adapters and LoRA biases are refused by name.
+(`lora_embedding_A/B`) as (B @ A)ᵀ; tensors the adapter saves whole (`modules_to_save`, or a
+target's own weights as `….base_layer.weight`) replace the model's. The sum is computed in
+float32 and stored back in the model's dtype, as the merged copy mergekit reads would be. Only
+safetensors adapters are read: `adapter_model.bin` is refused, never unpickled; DoRA adapters
+and LoRA biases are refused by name.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ PEFT_PREFIX = "base_model.model."
 # adapter's name ("default") that some saving code leaves in.
 LORA_KEY = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B)"
                       r"(?:\.[A-Za-z0-9_]+)?(?:\.weight)?$")
+BASE_LAYER = ".base_layer."  # peft's name for the wrapped layer's own weights, when it saves them
 REFUSED_KEY = re.compile(r"lora_magnitude_vector|lora_bias|\.lora_[A-Za-z_]*\.bias$")
 
 
@@ -85,8 +87,8 @@ class LoraAdapter:
                 raise MergeInputError(f"adapter {self.folder}: tensor {key} (DoRA magnitudes or LoRA biases) "
                                       "cannot be applied; only lora_A/lora_B weights can")
             m = LORA_KEY.match(name)
-            if m is None:
-                self.replaced[name] = key
+            if m is None:  # saved whole: `modules_to_save`, or a target's own weights (`….base_layer.weight`)
+                self.replaced[name.replace(BASE_LAYER, ".")] = key
                 continue
             parts.setdefault(m["module"], {})[m["kind"]] = key
         for module, kinds in parts.items():
@@ -162,8 +164,9 @@ class LoraReader(ModelReader):
 
     def get_raw(self, name: str) -> torch.Tensor:
         if name in self.adapter.replaced:
-            return self.adapter.reader.get_raw(self.adapter.replaced[name]).to(self.info(name).torch_dtype)
-        t = super().get_raw(name)
+            t = self.adapter.reader.get_raw(self.adapter.replaced[name]).to(self.info(name).torch_dtype)
+        else:
+            t = super().get_raw(name)
         delta = self.adapter.delta(name)
         return t if delta is None else (t.to(torch.float32) + delta).to(t.dtype)
 

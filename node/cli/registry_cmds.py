@@ -41,8 +41,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--policy", choices=("open", "consent", "closed"), default="open",
                    help="merge policy: open, consent (publisher must sign a consent), closed (no derivatives)")
     p.add_argument("--name", help="model name (default: the folder name)")
-    p.add_argument("--kind", choices=("base", "expert"), default="expert",
-                   help="base: a foundation model others fine-tune; expert (default): a fine-tuned model")
+    p.add_argument("--kind", choices=("base", "expert", "adapter"), default="expert",
+                   help="base: a foundation model others fine-tune; expert (default): a fine-tuned model; "
+                        "adapter: a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors)")
     p.add_argument("--node", help="node to tell about the new model (best effort)")
     p.set_defaults(func=cmd_submit)
 
@@ -54,7 +55,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("ls", parents=[common], help="list known models")
-    p.add_argument("--kind", choices=("base", "expert", "merged"))
+    p.add_argument("--kind", choices=("base", "expert", "merged", "adapter"))
     p.add_argument("--remote", action="store_true", help="ask the network (through the local node)")
     p.add_argument("--node", help="node to ask with --remote (default: $MERGENET_NODE or 127.0.0.1:7470)")
     p.set_defaults(func=cmd_ls)
