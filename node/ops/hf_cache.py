@@ -25,15 +25,19 @@ from pathlib import Path
 from node.errors import NodeInputError
 from registry.folder import is_pickle
 
-# `org/name[@revision]` as model cards write Hub models (a local path that exists always wins).
-REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9][A-Za-z0-9_./-]*)?$")
+# `org/name[@revision]` as model cards write Hub models (a local path that exists always wins);
+# recipes also name the Hub's few org-less models (`gpt2`) bare.
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+REPO_ID = re.compile(rf"^(?P<org>{_NAME}/)?{_NAME}(@[A-Za-z0-9][A-Za-z0-9_./-]*)?$")
 MAIN_REF = "main"
 MIN_COMMIT_PREFIX = 7  # as git abbreviates commits
 
 
-def looks_like_repo_id(text: str) -> bool:
-    """`org/name[@revision]` that is not an existing path (`./org/name` or an existing folder stay paths)."""
-    return bool(REPO_ID.match(text)) and not Path(text).exists() and ".." not in text
+def looks_like_repo_id(text: str, bare: bool = False) -> bool:
+    """`org/name[@revision]` (with `bare`, also `name[@revision]`) that is not an existing path
+    (`./org/name` or an existing folder stay paths)."""
+    m = REPO_ID.match(text)
+    return bool(m) and (bare or m["org"] is not None) and not Path(text).exists() and ".." not in text
 
 
 def split_revision(text: str) -> tuple[str, str | None]:

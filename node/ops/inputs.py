@@ -8,8 +8,8 @@
 A reference written as an id (`sha256:…`, or for the local user any unambiguous prefix) goes
 through the `fetch` function: the local registry for CLI commands, the network for jobs. Paths
 are opened only when `allow_paths` is set: a plan from a peer never makes a node open a path.
-For the local user, a Hugging Face name (`org/name`, `org/name@revision`) that is not a folder
-is the snapshot in the local Hugging Face cache, read in place (node.ops.hf_cache; never
+For the local user, a Hugging Face name (`org/name`, `org/name@revision`, or a bare `gpt2`) that
+is not a folder is the snapshot in the local Hugging Face cache, read in place (node.ops.hf_cache; never
 downloaded). `model+adapter` names a model and a LoRA adapter applied to it: each part
 resolves on its own, and the pair becomes `folder+adapter_folder`, as merge/ reads it.
 """
@@ -95,7 +95,7 @@ class InputResolver:
             else:
                 path = Path(ref).expanduser()
                 path = path if path.is_absolute() else self.base_dir / path
-                if not path.exists() and looks_like_repo_id(ref):
+                if not path.exists() and looks_like_repo_id(ref, bare=True):
                     self._folders[ref] = find_cached(*split_revision(ref)).path
                 else:
                     self._folders[ref] = path.resolve()
