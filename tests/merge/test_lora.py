@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -175,3 +176,40 @@ def test_adapter_folder_is_copied_nowhere(model_copy, tmp_path):
     before = {p: p.read_bytes() for d in (model, tmp_path / "ad") for p in d.rglob("*") if p.is_file()}
     applied(tmp_path, f"{model}+{tmp_path / 'ad'}")
     assert {p: p.read_bytes() for d in (model, tmp_path / "ad") for p in d.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.timeout(240)
+def test_plan_with_model_plus_adapter_is_merged_and_verified(families, cli, tmp_path):
+    """Three real nodes: a plan naming `sha256:<model>+sha256:<adapter>` is executed (the adapter
+    fetched and applied) and its result recomputed by two verifiers."""
+    from node.demo.cluster import LocalCluster
+
+    base_src, (e1_src, _) = families["llama"]
+    base, e1 = shutil.copytree(base_src, tmp_path / "b"), shutil.copytree(e1_src, tmp_path / "e1")
+    want = make_adapter(base, tmp_path / "ad", ["q_proj", "o_proj"], seed=9)
+    cluster = LocalCluster(tmp_path / "net", dht=False)
+    try:
+        alpha = cluster.start("alpha")
+        beta, gamma = cluster.start_many(["beta", "gamma"], peers=[alpha.addr])
+        base_id, e1_id = alpha.submit(base, license="MIT"), alpha.submit(e1, license="MIT")
+        adapter_id = beta.submit(tmp_path / "ad", kind="adapter", license="MIT")
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text(yaml.safe_dump({"merge_method": "linear", "dtype": "float32", "models": [
+            {"model": f"{base_id}+{adapter_id}", "parameters": {"weight": 0.5}},
+            {"model": e1_id, "parameters": {"weight": 0.5}}]}))
+        r = cli("plan", "propose", recipe, "--node", gamma.addr, "--spot-check", "1.0", "--json", home_dir=gamma.home)
+        assert r.code == 0, r.err
+        plan_id = json.loads(r.out)["plan_id"]
+        r = cli("plan", "status", plan_id, "--wait", "--timeout", "180", "--node", gamma.addr, "--json",
+                home_dir=gamma.home)
+        doc = json.loads(r.out)
+        assert r.code == 0 and doc["state"] == "published", doc.get("reason")
+        assert sorted(i["model_id"] for i in doc["inputs"]) == sorted([base_id, adapter_id, e1_id])
+        assert len(doc["attestations"]) == 2 and all(a["passed"] for a in doc["attestations"])
+        out = tmp_path / "pulled"
+        assert cli("pull", doc["result"]["model_id"], "-o", out, home_dir=gamma.home).code == 0
+        name = "model.layers.0.self_attn.q_proj.weight"
+        e1_t = load_file(str(e1 / "model.safetensors"))[name]
+        torch.testing.assert_close(load_file(str(out / "model.safetensors"))[name], (want[name] + e1_t) / 2, **CLOSE)
+    finally:
+        assert cluster.stop() == []
