@@ -7,7 +7,9 @@
 First step of the pipeline recipe → plan → method → executor → writer. Every error names the
 field at fault and lists what is supported, so a recipe can be fixed from the message alone.
 Parameter values are kept as written (scalars, per-layer gradients, `{filter, value}` lists);
-`merge.params` resolves them per tensor.
+`merge.params` resolves them per tensor. Besides mergekit's merge keys, `tokenizer_source`, the
+`tokenizer:` block (merge.tokenizer.config) and `chat_template` are parsed here; a model
+reference is one string, `model` or `model+adapter` (a LoRA applied to the model, merge.lora).
 """
 
 from __future__ import annotations
