@@ -52,28 +52,32 @@ class VocabAlignment:
 
     def apply(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """`tensors[m]` (rows × …) of `models[m]` → each (self.rows × …), float32 in, float32 out."""
-        size = len(self.perms[0])
+        size, dev = len(self.perms[0]), tensors[0].device
         shape = tuple(tensors[0].shape[1:])
-        fill_ids = torch.tensor(self.fill_ids, dtype=torch.long)
+
+        def index(values: Sequence[int] | Sequence[bool], dtype: torch.dtype = torch.long) -> torch.Tensor:
+            return torch.tensor(values, dtype=dtype, device=dev)
+
+        fill_ids = index(self.fill_ids)
         fills = tensors[0].new_zeros((len(self.fill_ids), *shape))
         if self.fill_ids:
-            count = torch.zeros(len(self.fill_ids), dtype=tensors[0].dtype, device=tensors[0].device)
+            count = torch.zeros(len(self.fill_ids), dtype=tensors[0].dtype, device=dev)
             for t, rows in zip(tensors, self.fill_rows, strict=True):  # summed in model order, as mergekit
-                rows_t = torch.tensor(rows, dtype=torch.long)
+                rows_t = index(rows)
                 has = rows_t >= 0
-                fills[has] += t[rows_t[has].to(t.device)]
+                fills[has] += t[rows_t[has]]
                 count[has] += 1
             fills /= count.clamp(min=1).view(-1, *([1] * len(shape)))
-        forced = torch.tensor(self.forced, dtype=torch.bool)
+        forced = fill_ids[index(self.forced, torch.bool)]
         out = []
         for t, perm in zip(tensors, self.perms, strict=True):
-            perm_t = torch.tensor(perm, dtype=torch.long)
+            perm_t = index(perm)
             own = perm_t >= 0
-            own[fill_ids[forced]] = False
+            own[forced] = False
             new = t.new_zeros((self.rows, *shape))
-            new[:size][own.to(t.device)] = t[perm_t[own].to(t.device)]
+            new[:size][own] = t[perm_t[own]]
             lacks = ~own[fill_ids]
-            new[fill_ids[lacks].to(t.device)] = fills[lacks.to(t.device)]
+            new[fill_ids[lacks]] = fills[lacks]
             if self.rows > size:  # padding rows: the mean row (https://nlp.stanford.edu/~johnhew/vocab-expansion.html)
                 new[size:] = new[:size].mean(dim=0)
             out.append(new)
