@@ -13,6 +13,9 @@ Homogeneous merge engine (modules and public API):
                 randomized, reference, min_inputs, max_inputs)` with
                 `fn(tensors, base, params: list[dict], global_params: dict, generator) -> Tensor`.
 - `io.py`       `ModelReader(folder)`: `.names()`, `.info(name)`, `.get(name, device, dtype)`.
+- `lora.py`     `open_reader("model+adapter")`: a reader with a PEFT LoRA adapter applied.
+- `tokenizer/`  the output vocabulary (`tokenizer_source`, `tokenizer:`), embedding rows aligned
+                by token, chat templates (`chat_templates.py` holds mergekit's named ones).
 - `plan.py`     `plan_merge(recipe) -> MergePlan` with `.tasks: list[TensorTask]` (output name,
                 input/base `Source(model, tensor)`, resolved per-model and global params, layer, t).
 - `executor.py` `merge_tensor(task, inputs, base, *, method, device, generator)` (float32);

@@ -4,6 +4,9 @@
 written and `IncompatibleModelsError` inputs that cannot be merged together (both exit 2).
 """
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class MergeError(Exception):
     """Base of every merge-engine failure; on its own an operational error (exit 1)."""
@@ -19,3 +22,10 @@ class RecipeError(MergeInputError):
 
 class IncompatibleModelsError(MergeInputError):
     """Models whose tensors cannot be merged together (exit 2)."""
+
+
+def check_keys(data: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    """RecipeError naming the first key of `data` not in `allowed`, listing `allowed`."""
+    for key in data:
+        if key not in allowed:
+            raise RecipeError(f"{where}: unknown key {key!r}; supported: {', '.join(allowed)}")

@@ -36,12 +36,13 @@ from typing import Any
 import torch
 
 from merge.device import pick_device
-from merge.errors import MergeError, MergeInputError
+from merge.errors import MergeInputError
 from merge.io import CENSUS, ModelReader
 from merge.methods import MergeMethod
 from merge.outputs import CARD_FILE, card_bytes, config_files, requested_dtype, tensor_layout
 from merge.plan import MergePlan, TensorTask, plan_merge
 from merge.recipe import Recipe
+from merge.tokenizer.embed import align_task
 from merge.writer import DEFAULT_SHARD_SIZE, ShardedWriter
 
 log = logging.getLogger(__name__)
@@ -70,54 +71,45 @@ def tensor_generator(seed: int, name: str, device: torch.device | str = "cpu") -
 
 def merge_tensor(task: TensorTask, inputs: list[torch.Tensor], base: torch.Tensor | None, *, method: MergeMethod,
                  device: torch.device | str = "cpu", generator: torch.Generator | None = None,
-                 reference: torch.Tensor | None = None, consume: bool = False) -> torch.Tensor:
+                 consume: bool = False) -> torch.Tensor:
     """Merge one tensor in float32 on `device`; returns it there.
 
     `inputs`/`base` are the tensors named by `task.inputs`/`task.base`. They are left untouched
     unless `consume` is true (the executor hands over tensors it loaded, saving a copy each).
-    `reference` supplies rows beyond the inputs' shared vocabulary when `task.reference` is set.
+    With `task.vocab` set they are already aligned to the output vocabulary (`_load` does it).
     Randomized methods get a generator from `tensor_generator(task.seed, task.name)` if none is given.
     """
     device = torch.device(device)
     if not task.mergeable:  # integer buffers and the like: copied, never averaged
         return (base if base is not None else inputs[0]).to(device)
-    rows = None  # with differing vocabularies: the rows every input has, merged; the rest from `reference`
-    if task.reference is not None:
-        rows = min([t.shape[0] for t in [*inputs, *([base] if base is not None else [])]] + [task.shape[0]])
 
     def prep(t: torch.Tensor) -> torch.Tensor:
-        t = t[:rows] if rows is not None else t
         out = t.to(device=device, dtype=torch.float32)
         return out.clone() if out is t and not consume else out
 
     xs = [prep(t) for t in inputs]
     b = None  # methods never write to the base, so it is not copied
     if base is not None:
-        b = (base[:rows] if rows is not None else base).to(device=device, dtype=torch.float32)
+        b = base.to(device=device, dtype=torch.float32)
     if method.randomized and generator is None:
         generator = tensor_generator(task.seed, task.name, device)
     out = CENSUS.track(method.fn(xs, b, [dict(p) for p in task.model_params], dict(task.global_params), generator))
     del xs, b
-    if rows is not None and rows < task.shape[0]:
-        if reference is None:
-            raise MergeError(f"tensor {task.name} needs reference rows {rows}..{task.shape[0]} but none were given")
-        full = reference.to(device=device, dtype=torch.float32, copy=True)
-        full[:rows] = out
-        out = full
     return out
 
 
 def _load(readers: dict[str, ModelReader], task: TensorTask, device: torch.device,
-          ) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
+          ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     def get(src):
         return readers[src.model].get(src.tensor, device=device) if src else None
 
-    return [get(s) for s in task.inputs], get(task.base), get(task.reference)
+    inputs, base = [get(s) for s in task.inputs], get(task.base)
+    return align_task(task.vocab, task, inputs, base) if task.vocab is not None else (inputs, base)
 
 
 def _compute(readers: dict[str, ModelReader], plan: MergePlan, task: TensorTask, device: torch.device) -> torch.Tensor:
-    inputs, base, reference = _load(readers, task, device)
-    return merge_tensor(task, inputs, base, method=plan.method, device=device, reference=reference, consume=True)
+    inputs, base = _load(readers, task, device)
+    return merge_tensor(task, inputs, base, method=plan.method, device=device, consume=True)
 
 
 def compute_tensors(recipe: Recipe, names: list[str], device: str = "cpu") -> dict[str, torch.Tensor]:

@@ -25,10 +25,9 @@ from merge.io import DTYPES, INDEX_FILE, ModelReader
 from merge.plan import MergePlan, TensorTask, plan_merge
 from merge.recipe import DTYPES as RECIPE_DTYPES
 from merge.recipe import Recipe
+from merge.tokenizer.files import tokenizer_files
 from merge.writer import DEFAULT_SHARD_SIZE, ShardLayout
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
-                   "merges.txt", "tokenizer.model", "added_tokens.json", "chat_template.jinja", "vocab.txt")
 CONFIG_FILES = ("config.json", "generation_config.json")
 CARD_FILE = "README.md"
 # Keys by which transformers loads code named by the folder (or by another hub repo). A merged
@@ -79,17 +78,15 @@ def _without_code(doc: dict) -> dict:
 
 def config_files(plan: MergePlan, out_dtype: str | None) -> dict[str, bytes]:
     """config.json (layer count, vocabulary and dtype of the output), generation_config.json and
-    the tokenizer files, copied from the plan's config and tokenizer models."""
+    the tokenizer files: the plan's tokenizer model's, grown to the output vocabulary and given
+    the chat template when the recipe asks (merge.tokenizer.files)."""
     files: dict[str, bytes] = {}
     src = Path(plan.config_model)
     if (src / "generation_config.json").is_file():
         files["generation_config.json"] = (src / "generation_config.json").read_bytes()
     if (src / "config.json").is_file():
         files["config.json"] = _config(plan, json.loads((src / "config.json").read_text()), out_dtype)
-    tok = Path(plan.tokenizer_model)
-    for name in TOKENIZER_FILES:
-        if (tok / name).is_file():
-            files[name] = (tok / name).read_bytes()
+    files.update(tokenizer_files(Path(plan.tokenizer_model), plan.vocab, plan.chat_template))
     if "tokenizer_config.json" in files:
         doc = json.loads(files["tokenizer_config.json"])
         if isinstance(doc, dict) and any(k in doc for k in CODE_KEYS):  # else the bytes stay as published

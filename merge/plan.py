@@ -11,23 +11,31 @@ output layer j of a slice reads layer `layer_range[0] + j` of every source and g
 gradient position t = j/(n−1) (1 for a one-layer slice); other tensors get t = 0, embeddings
 planned from the first slice and the rest from the last.
 
-Vocabulary: when embedding / lm_head rows differ between inputs, the output keeps the row count
-of the shape-reference model (tokenizer_source, else base, else the first input); the rows all
-inputs share are merged and the remaining rows are copied from the reference. Any other shape
-or name difference is an IncompatibleModelsError naming the first differing tensor.
+Vocabulary: with tokenizer settings (`tokenizer_source` or `tokenizer:`), the output vocabulary
+is built as mergekit builds it (merge.tokenizer) and every embedding / lm_head row is aligned by
+token before merging; without them, inputs whose vocabularies differ are an error that names the
+setting to add, as in mergekit 0.1.5. Any other shape or name difference is an
+IncompatibleModelsError naming the first differing tensor. `model+adapter` inputs are read
+through merge.lora, with the adapter applied.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from merge.errors import IncompatibleModelsError, RecipeError
 from merge.io import ModelReader
+from merge.lora import open_reader, split_ref
 from merge.methods import METHODS, MergeMethod, ParamSpec
 from merge.params import coerce, lookup
 from merge.recipe import Recipe, Slice, SliceSource
+from merge.tokenizer.build import OutputVocab, build_vocab
+from merge.tokenizer.chat import resolve_template
+from merge.tokenizer.embed import VocabAlignment, plan_alignment
+from merge.tokenizer.vocab import ModelVocab, load_vocab
 
 LAYER_RE = re.compile(r"^(?P<prefix>(?:.*\.)?(?:layers|h|blocks|layer))\.(?P<index>\d+)\.(?P<rest>.+)$")
 VOCAB_RE = re.compile(r"embed_tokens|embed_in|embed_out|wte|lm_head|word_embeddings|(^|\.)output\.weight$")
@@ -57,7 +65,7 @@ class TensorTask:
     shape: tuple[int, ...]
     dtype: str
     mergeable: bool = True
-    reference: Source | None = None  # set when vocabulary rows differ: extra rows come from it
+    vocab: VocabAlignment | None = None  # set when embedding rows are re-indexed to the output vocabulary
     seed: int = 0
 
 
@@ -72,6 +80,8 @@ class MergePlan:
     vocab_rows: int | None = None
     models: tuple[str, ...] = field(default_factory=tuple)
     layer_sources: tuple[int, ...] = ()  # output layer j is built from layer layer_sources[j] of its sources
+    vocab: OutputVocab | None = None  # with tokenizer settings: the output vocabulary
+    chat_template: str | None = None  # the Jinja template to write, when the recipe sets one
 
     def task(self, name: str) -> TensorTask:
         for t in self.tasks:
@@ -101,11 +111,36 @@ class _Planner:
         self.readers = readers
         self.tasks: list[TensorTask] = []
         self.seed = coerce(lookup("random_seed", [recipe.parameters], "", 0.0) or 0, int, "parameters.random_seed")
+        self.spec = recipe.tokenizer_spec
+        self.out_vocab: OutputVocab | None = None
+        self.vocabs: dict[str, ModelVocab] = {}
+        self.alignments: dict[tuple[tuple[str, ...], str | None], VocabAlignment] = {}
 
     def reader(self, model: str) -> ModelReader:
         if model not in self.readers:
-            self.readers[model] = ModelReader(model)
+            self.readers[model] = open_reader(model)
         return self.readers[model]
+
+    def vocab(self, model: str) -> ModelVocab:
+        if model not in self.vocabs:
+            self.vocabs[model] = load_vocab(split_ref(model)[0])
+        return self.vocabs[model]
+
+    def build_vocab(self, slices: tuple[Slice, ...], base: str) -> OutputVocab:
+        """The output vocabulary from the base, every input and the tokenizer source model."""
+        refs = [base] + [s.model for sl in slices for s in sl.sources]
+        if self.spec.source_model:
+            refs.append(self.spec.source_model)
+        vocabs = {}
+        for ref in dict.fromkeys(refs):
+            vocabs.setdefault(self.vocab(ref).folder, self.vocab(ref))
+        return build_vocab(self.spec, self.vocab(base).folder, vocabs)
+
+    def alignment(self, models: tuple[str, ...], base: str | None) -> VocabAlignment:
+        key = (models, base)
+        if key not in self.alignments:
+            self.alignments[key] = plan_alignment(self.out_vocab, [(m, self.vocab(m)) for m in models], base, self.spec)
+        return self.alignments[key]
 
     def slices(self) -> tuple[Slice, ...]:
         if self.recipe.slices:
@@ -150,7 +185,7 @@ class _Planner:
         return tuple(mparams), gparams
 
     def resolve(self, spec: ParamSpec, scopes: list[dict[str, Any]], tensor: str, t: float, who: str) -> Any:
-        value = lookup(spec.name, scopes, tensor, t)
+        value = lookup(spec.name, scopes, tensor, t, spec.kind)
         if value is None:
             if spec.required:
                 raise RecipeError(f"{self.method.name} needs parameter '{spec.name}' for {who} "
@@ -158,8 +193,7 @@ class _Planner:
             return spec.default
         return coerce(value, spec.kind, f"parameter '{spec.name}' for {who} (tensor {tensor})")
 
-    def add(self, sl: Slice, where: str, out_name: str, in_names: list[str], layer: int | None, t: float,
-            shape_ref: str | None) -> None:
+    def add(self, sl: Slice, where: str, out_name: str, in_names: list[str], layer: int | None, t: float) -> None:
         base, others = self.split(sl, where)
         srcs = ([base] if base else []) + others
         names = dict(zip([id(s) for s in sl.sources], in_names, strict=True))
@@ -172,41 +206,50 @@ class _Planner:
                     f"model {s.model} has no tensor {names[id(s)]} (model {have.model} has it): "
                     "the models have different architectures and cannot be merged")
             infos.append(r.info(names[id(s)]))
-        ref_model = shape_ref if shape_ref and self.reader(shape_ref).has(infos[0].name) else srcs[0].model
-        ref = self.reader(ref_model).info(infos[0].name)
-        reference = None
+        ref = infos[0]
+        vocab_axis = VOCAB_RE.search(ref.name) is not None and ref.is_float
         for s, info in zip(srcs, infos, strict=True):
-            if info.shape == ref.shape:
+            same = info.shape[1:] == ref.shape[1:] if vocab_axis and self.spec else info.shape == ref.shape
+            if same and len(info.shape) == len(ref.shape):
                 continue
-            if (VOCAB_RE.search(info.name) and len(info.shape) == len(ref.shape)
-                    and info.shape[1:] == ref.shape[1:]):
-                reference = Source(ref_model, ref.name)
-                continue
+            if vocab_axis and len(info.shape) == len(ref.shape) and info.shape[1:] == ref.shape[1:]:
+                raise IncompatibleModelsError(
+                    f"tensor {info.name} has {info.shape[0]} rows in {s.model} but {ref.shape[0]} in {srcs[0].model}: "
+                    "the models' vocabularies differ; add `tokenizer: {source: base}` (keep the base's vocabulary) "
+                    "or `tokenizer_source: union` (every input's tokens) to the recipe to align them by token")
             raise IncompatibleModelsError(
                 f"tensor {info.name} has shape {list(info.shape)} in {s.model} but {list(ref.shape)} in "
-                f"{ref_model}: the models have different architectures and cannot be merged")
+                f"{srcs[0].model}: the models have different architectures and cannot be merged")
+        shape, vocab = ref.shape, None
+        if vocab_axis and self.spec:
+            vocab = self.alignment(tuple(s.model for s in srcs), sl.base_model or self.recipe.base_model)
+            shape = (vocab.rows, *ref.shape[1:])
+            if vocab.is_identity([i.shape[0] for i in infos]):
+                vocab = None
         mparams, gparams = self.params(sl, others, out_name, [names[id(s)] for s in others], t)
         self.tasks.append(TensorTask(
             name=out_name, inputs=tuple(Source(s.model, names[id(s)]) for s in others),
             base=Source(base.model, names[id(base)]) if base else None, model_params=mparams,
-            global_params=gparams, layer=layer, t=t, shape=ref.shape, dtype=ref.dtype,
-            mergeable=all(i.is_float for i in infos), reference=reference, seed=self.seed,
+            global_params=gparams, layer=layer, t=t, shape=shape, dtype=ref.dtype,
+            mergeable=all(i.is_float for i in infos), vocab=vocab, seed=self.seed,
         ))
 
     def plan(self) -> MergePlan:
         slices = self.slices()
         first, last = slices[0], slices[-1]
-        config_model = self.recipe.base_model or first.sources[0].model
-        tok = self.recipe.tokenizer_source
-        tokenizer_model = config_model if tok in (None, "base") else tok
-        shape_ref = tokenizer_model
-        template = self.reader(config_model)
+        config_ref = self.recipe.base_model or first.sources[0].model
+        config_model = split_ref(config_ref)[0]
+        tokenizer_model = config_model
+        if self.spec is not None:
+            self.out_vocab = self.build_vocab(slices, config_ref)
+            tokenizer_model = str(self.out_vocab.source)
+        template = self.reader(config_ref)
         self.check_same_names(slices)
         flat = [n for n in template.names() if split_layer(n) is None]
         pre = [n for n in flat if PRE_RE.search(n)]
         post = [n for n in flat if not PRE_RE.search(n)]
         for n in pre:
-            self.add(first, "slices[0]", n, [n] * len(first.sources), None, 0.0, shape_ref)
+            self.add(first, "slices[0]", n, [n] * len(first.sources), None, 0.0)
         out_layer, layer_sources = 0, []
         for i, sl in enumerate(slices):
             count = sl.sources[0].layer_range[1] - sl.sources[0].layer_range[0]
@@ -220,15 +263,16 @@ class _Planner:
                 for n in lead_names:
                     prefix, _, rest = split_layer(n)
                     in_names = [f"{prefix}.{s.layer_range[0] + j}.{rest}" for s in sl.sources]
-                    self.add(sl, f"slices[{i}]", f"{prefix}.{out_layer}.{rest}", in_names, out_layer, t, shape_ref)
+                    self.add(sl, f"slices[{i}]", f"{prefix}.{out_layer}.{rest}", in_names, out_layer, t)
                 out_layer += 1
                 layer_sources.append(lead.layer_range[0] + j)
         for n in post:
-            self.add(last, f"slices[{len(slices) - 1}]", n, [n] * len(last.sources), None, 0.0, shape_ref)
-        vocab = next((t.shape[0] for t in self.tasks if t.reference is not None), None)
+            self.add(last, f"slices[{len(slices) - 1}]", n, [n] * len(last.sources), None, 0.0)
         models = tuple(dict.fromkeys([s.model for sl in slices for s in sl.sources]))
+        template_models = [Path(split_ref(m)[0]) for m in dict.fromkeys([config_ref, *models])]
         return MergePlan(self.recipe, self.method, self.tasks, config_model, tokenizer_model, out_layer,
-                         vocab, models, tuple(layer_sources))
+                         self.out_vocab.rows if self.out_vocab else None, models, tuple(layer_sources),
+                         self.out_vocab, resolve_template(self.recipe.chat_template, template_models))
 
     def check_same_names(self, slices: tuple[Slice, ...]) -> None:
         """Whole-model merges: every input must have the same tensor names as the first."""

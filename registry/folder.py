@@ -7,7 +7,8 @@ Refused anywhere in the folder: symlinks, special files, names that are not plai
 POSIX paths, and pickled checkpoints (*.bin *.pt *.pth *.pkl *.ckpt — listed, never opened).
 Skipped as model-signing does: the top-level `.git`, `.github`, `.gitattributes`,
 `.gitignore` and `model.sig`. A usable folder has a parseable config.json with a model_type
-and at least one *.safetensors file.
+and at least one *.safetensors file; a PEFT LoRA adapter folder has an adapter_config.json
+(peft_type LORA) instead, and its model_type is `ADAPTER_MODEL_TYPE`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from registry.errors import BadModelError
 SIGNATURE_FILE = "model.sig"
 MANIFEST_FILE = "mergenet.json"
 CONFIG_FILE = "config.json"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+ADAPTER_MODEL_TYPE = "peft-lora"  # the manifest's model_type for a LoRA adapter
+ADAPTER_PEFT_TYPE = "LORA"
 IGNORE_PATHS = (SIGNATURE_FILE, ".gitignore", ".gitattributes", ".github", ".git")  # model-signing's order
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 WEIGHT_SUFFIX = ".safetensors"
@@ -34,7 +38,12 @@ class FolderScan:
     root: Path
     files: tuple[str, ...]  # every signed file, sorted relative POSIX paths (manifest included if present)
     weights: tuple[str, ...]  # the *.safetensors among them
-    config: dict[str, Any]
+    config: dict[str, Any]  # config.json, or adapter_config.json for an adapter
+    is_adapter: bool = False
+
+    @property
+    def model_type(self) -> str:
+        return ADAPTER_MODEL_TYPE if self.is_adapter else str(self.config["model_type"])
 
     def path(self, rel: str) -> Path:
         return self.root.joinpath(*rel.split("/"))
@@ -106,18 +115,29 @@ def list_files(root: Path, ignore: tuple[str, ...] = IGNORE_PATHS, refuse_pickle
     return sorted(found)
 
 
-def read_config(root: Path) -> dict[str, Any]:
-    path = root / CONFIG_FILE
+def _read_json(root: Path, name: str) -> Any:
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadModelError(f"{CONFIG_FILE} is missing from {root}; a model folder needs an HF config") from None
+        return json.loads((root / name).read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise BadModelError(f"{CONFIG_FILE} in {root} does not parse as JSON: {exc}") from None
+        raise BadModelError(f"{name} in {root} does not parse as JSON: {exc}") from None
     except OSError as exc:
-        raise BadModelError(f"{CONFIG_FILE} in {root} cannot be read: {exc.strerror}") from None
+        raise BadModelError(f"{name} in {root} cannot be read: {exc.strerror}") from None
+
+
+def read_config(root: Path) -> dict[str, Any]:
+    if not (root / CONFIG_FILE).exists():
+        raise BadModelError(f"{CONFIG_FILE} is missing from {root}; a model folder needs an HF config")
+    config = _read_json(root, CONFIG_FILE)
     if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
         raise BadModelError(f"{CONFIG_FILE} in {root} has no string model_type field")
+    return config
+
+
+def read_adapter_config(root: Path) -> dict[str, Any]:
+    config = _read_json(root, ADAPTER_CONFIG_FILE)
+    if not isinstance(config, dict) or str(config.get("peft_type", "")).upper() != ADAPTER_PEFT_TYPE:
+        raise BadModelError(f"{ADAPTER_CONFIG_FILE} in {root} must have peft_type {ADAPTER_PEFT_TYPE!r}: only "
+                            "LoRA adapters are supported")
     return config
 
 
@@ -125,8 +145,9 @@ def scan_folder(root: Path) -> FolderScan:
     """List and sanity-check a model folder (headers are checked separately, before hashing)."""
     root = Path(root)
     files = list_files(root)
-    config = read_config(root)
+    is_adapter = CONFIG_FILE not in files and ADAPTER_CONFIG_FILE in files
+    config = read_adapter_config(root) if is_adapter else read_config(root)
     weights = tuple(f for f in files if f.endswith(WEIGHT_SUFFIX))
     if not weights:
         raise BadModelError(f"{root} has no *.safetensors weights")
-    return FolderScan(root=root, files=tuple(files), weights=weights, config=config)
+    return FolderScan(root=root, files=tuple(files), weights=weights, config=config, is_adapter=is_adapter)

@@ -108,14 +108,18 @@ class LocalRegistry:
         validate_choice(policy, POLICIES, "policy")
         validate_license(license)
         scan, infos = self._validate_folder(root)
+        if scan.is_adapter != (kind == "adapter"):
+            raise BadModelError(f"{root} is a LoRA adapter folder; submit it with --kind adapter" if scan.is_adapter
+                                else f"{root} is not a LoRA adapter folder (no adapter_config.json instead of "
+                                     "config.json); --kind adapter is for PEFT LoRA adapters")
         base_id = self._resolve_base(base)
         ident = self.identity()
         content = [f for f in scan.files if f != MANIFEST_FILE]
         digests = self._hash_into_store(scan, content, infos, progress)
 
         manifest = self._keep_created(root, Manifest(
-            kind=kind, name=name or root.resolve().name, model_type=scan.config["model_type"],
-            architecture_fingerprint=architecture_fingerprint(scan.config["model_type"], infos),
+            kind=kind, name=name or root.resolve().name, model_type=scan.model_type,
+            architecture_fingerprint=architecture_fingerprint(scan.model_type, infos),
             tokenizer_fingerprint=tokenizer_fingerprint(root),
             tensors={w: digests[w].tensors for w in sorted(infos)},
             publisher_key_id=ident.key_id, publisher_public_key=ident.public_pem.decode(),
@@ -148,7 +152,7 @@ class LocalRegistry:
             raise BadModelError(f"{root} is not writable; submit writes {MANIFEST_FILE} and {SIGNATURE_FILE} "
                                 "into it (copy the folder somewhere writable)")
         infos = {w: check_safetensors(scan.path(w), name=w) for w in scan.weights}
-        architecture_fingerprint(scan.config["model_type"], infos)  # refuses a tensor duplicated across shards
+        architecture_fingerprint(scan.model_type, infos)  # refuses a tensor duplicated across shards
         tokenizer_fingerprint(root)  # refuses an unreadable tokenizer.json
         return scan, infos
 

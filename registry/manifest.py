@@ -20,7 +20,7 @@ from registry.identity import key_id_of
 from registry.ids import PREFIX, ModelId, digest_hex
 
 MANIFEST_FORMAT = "https://mergenet.dev/manifest/v1"
-KINDS = ("base", "expert", "merged")  # base: a foundation model experts derive from
+KINDS = ("base", "expert", "merged", "adapter")  # base: a foundation model experts derive from; adapter: a LoRA
 POLICIES = ("open", "consent", "closed")
 SPDX_RE = re.compile(r"^[A-Za-z0-9.+\-() :]{1,128}$")  # ids and simple expressions (AND/OR/WITH)
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")

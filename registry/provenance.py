@@ -22,7 +22,7 @@ from registry.ids import ModelId, PlanId
 from registry.version import MERGENET_VERSION
 
 FUSION = "fusion"
-ROLES = ("base", "expert", "tokenizer", "target", "source")
+ROLES = ("base", "expert", "tokenizer", "target", "source", "adapter")  # adapter: a LoRA applied to an input
 
 
 @dataclass(frozen=True)

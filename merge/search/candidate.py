@@ -22,6 +22,7 @@ from merge.executor import merge_tensor, tensor_generator
 from merge.io import DTYPES, ModelReader
 from merge.plan import Source, plan_merge
 from merge.recipe import Recipe
+from merge.tokenizer.embed import align_task
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,11 @@ class CandidateMerger:
         self.n_layers = plan.n_layers
         self._cache: dict[Source, torch.Tensor] = {}
         for task in plan.tasks:
-            for src in (*task.inputs, task.base, task.reference):
+            for src in (*task.inputs, task.base):
                 if src is not None and src not in self._cache:
                     self._cache[src] = self.readers[src.model].get(src.tensor, device=device)
         config = AutoConfig.from_pretrained(plan.config_model)
-        if plan.vocab_rows is not None:  # inputs' vocabularies differ: the merge keeps the reference's rows
+        if plan.vocab_rows is not None:  # tokenizer settings: the output vocabulary's row count
             config.vocab_size = plan.vocab_rows
         self.model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).to(device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(plan.tokenizer_model)
@@ -84,10 +85,10 @@ class CandidateMerger:
                 raise MergeInputError(f"candidate recipe reads tensor {missing[0].tensor} of {missing[0].model}, "
                                       "which the search did not load; candidates must use the recipe's models")
             gen = tensor_generator(task.seed, task.name, self.device) if plan.method.randomized else None
-            merged = merge_tensor(task, [self._cache[s] for s in task.inputs],
-                                  self._cache[task.base] if task.base else None, method=plan.method,
-                                  device=self.device, generator=gen,
-                                  reference=self._cache.get(task.reference) if task.reference else None)
+            inputs, base = [self._cache[s] for s in task.inputs], self._cache[task.base] if task.base else None
+            if task.vocab is not None:  # rows re-indexed to the output vocabulary, as the executor does
+                inputs, base = align_task(task.vocab, task, inputs, base)
+            merged = merge_tensor(task, inputs, base, method=plan.method, device=self.device, generator=gen)
             dtype = getattr(torch, requested) if requested and task.mergeable else DTYPES[task.dtype]
             out[task.name] = merged.to(dtype)
         return out

@@ -3,11 +3,18 @@
 Models named by id (or an unambiguous prefix) are materialized from the local registry by
 `node.ops`, which also signs and registers the output with `--submit`: its provenance records
 the recipe as written and each input by model id, or by weight digests for unsigned folders.
+Hugging Face names (`org/name[@revision]`) are read from the local Hugging Face cache.
+
+mergekit-yaml's options that people paste along with a recipe work too: `--out-shard-size 1B`
+(its K/M/B counts), `--random-seed N` (recorded in the recipe's parameters), `--cuda`, and
+`--lazy-unpickle`, `--copy-tokenizer`, `--low-cpu-memory`, which change nothing here (nothing is
+ever unpickled, the tokenizer is always written, tensors always stream).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import shutil
 import tempfile
@@ -19,6 +26,8 @@ from node.cli.context import Context
 SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
               "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+KMB_UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9}  # mergekit's parse_kmb: B is a billion
+MERGEKIT_NO_OPS = ("--lazy-unpickle", "--copy-tokenizer", "--low-cpu-memory")
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -32,6 +41,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="dtype of the written weights (default: the recipe's out_dtype, else dtype, else the inputs')")
     p.add_argument("--shard-size", default="5GB", type=parse_size,
                    help="largest output shard, e.g. 2GB or 500MB (default 5GB)")
+    p.add_argument("--out-shard-size", dest="shard_size", type=parse_kmb,
+                   help="as mergekit-yaml writes it: bytes with K/M/B for thousand/million/billion (5B = 5GB)")
+    p.add_argument("--random-seed", type=int, default=None,
+                   help="seed of randomized methods (dare_*, della*); written into the recipe's parameters")
+    p.add_argument("--cuda", dest="device", action="store_const", const="cuda", help="same as --device cuda")
+    for flag in MERGEKIT_NO_OPS:
+        p.add_argument(flag, action="store_true", help="accepted for mergekit-yaml compatibility; no effect")
     p.add_argument("--submit", action="store_true", help="sign and register the output as a merged model")
     p.set_defaults(func=run_merge_cmd)
 
@@ -45,6 +61,14 @@ def parse_size(text: str) -> int:
     return int(float(m[1]) * SIZE_UNITS[unit])
 
 
+def parse_kmb(text: str) -> int:
+    """mergekit's sizes: '1B' → 10⁹ bytes, '500M' → 5·10⁸, plain digits as they are."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmMbB]?)\s*", text)
+    if not m or int(m[1]) <= 0:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}; use a number with K, M or B, like 1B or 500M")
+    return int(m[1]) * KMB_UNITS[m[2].upper()]
+
+
 def run_merge_cmd(args: argparse.Namespace, ctx: Context) -> int:
     from merge.executor import check_out_dir, recipe_summary
     from merge.recipe import load_recipe
@@ -53,6 +77,8 @@ def run_merge_cmd(args: argparse.Namespace, ctx: Context) -> int:
     from registry.local import LocalRegistry
 
     recipe = load_recipe(args.recipe)
+    if args.random_seed is not None:
+        recipe = dataclasses.replace(recipe, parameters={**recipe.parameters, "random_seed": args.random_seed})
     check_out_dir(args.out)  # before anything is materialized
     registry = LocalRegistry(ctx.home)
     scratch = Path(tempfile.mkdtemp(prefix="merge-inputs-", dir=registry.home.tmp_dir))

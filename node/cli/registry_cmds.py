@@ -42,8 +42,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--policy", choices=("open", "consent", "closed"), default="open",
                    help="merge policy: open, consent (publisher must sign a consent), closed (no derivatives)")
     p.add_argument("--name", help="model name (default: the folder name)")
-    p.add_argument("--kind", choices=("base", "expert"), default="expert",
-                   help="base: a foundation model others fine-tune; expert (default): a fine-tuned model")
+    p.add_argument("--kind", choices=("base", "expert", "adapter"), default="expert",
+                   help="base: a foundation model others fine-tune; expert (default): a fine-tuned model; "
+                        "adapter: a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors)")
     p.add_argument("--node", help="node to tell about the new model (best effort)")
     p.set_defaults(func=cmd_submit)
 
@@ -55,7 +56,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("ls", parents=[common], help="list known models")
-    p.add_argument("--kind", choices=("base", "expert", "merged"))
+    p.add_argument("--kind", choices=("base", "expert", "merged", "adapter"))
     p.add_argument("--remote", action="store_true", help="ask the network (through the local node)")
     p.add_argument("--node", help="node to ask with --remote (default: $MERGENET_NODE or 127.0.0.1:7470)")
     p.set_defaults(func=cmd_ls)
@@ -132,9 +133,9 @@ def cmd_submit(args: argparse.Namespace, ctx: Context) -> int:
 
 def _copy_from_hf_cache(repo_id: str, copy_to: str | None, ctx: Context) -> Path:
     """A new folder holding the cached snapshot's files, which submit then signs (see node.ops.hf_cache)."""
-    from node.ops.hf_cache import copy_snapshot, find_cached
+    from node.ops.hf_cache import copy_snapshot, find_cached, split_revision
 
-    cached = find_cached(repo_id)
+    cached = find_cached(*split_revision(repo_id))
     dest = Path(copy_to).expanduser().resolve() if copy_to else ctx.home / HF_COPIES_DIR / cached.folder_name
     folder, skipped = copy_snapshot(cached, dest)
     ctx.note(f"copied {repo_id} (commit {cached.commit[:12]}) from the Hugging Face cache to {folder}"

@@ -8,6 +8,10 @@
 A reference written as an id (`sha256:…`, or for the local user any unambiguous prefix) goes
 through the `fetch` function: the local registry for CLI commands, the network for jobs. Paths
 are opened only when `allow_paths` is set: a plan from a peer never makes a node open a path.
+For the local user, a Hugging Face name (`org/name`, `org/name@revision`, or a bare `gpt2`) that
+is not a folder is the snapshot in the local Hugging Face cache, read in place (node.ops.hf_cache; never
+downloaded). `model+adapter` names a model and a LoRA adapter applied to it: each part
+resolves on its own, and the pair becomes `folder+adapter_folder`, as merge/ reads it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from node.errors import NodeInputError
+from node.ops.hf_cache import find_cached, looks_like_repo_id, split_revision
 from registry.errors import RegistryError
 from registry.ids import ModelId
 from registry.provenance import InputRef
@@ -26,6 +31,14 @@ from registry.provenance import InputRef
 log = logging.getLogger(__name__)
 
 Fetch = Callable[[ModelId, Path], Path]  # (model id, folder to create) → the verified folder
+ADAPTER_SEP = "+"  # `model+adapter`, as mergekit writes a LoRA applied to a model
+ADAPTER_ROLE = "adapter"
+
+
+def split_adapter(ref: str) -> tuple[str, str | None]:
+    """`model+adapter` → (model, adapter); a plain reference → (ref, None)."""
+    model, sep, adapter = ref.partition(ADAPTER_SEP)
+    return (model, adapter) if sep else (ref, None)
 
 
 class Registry(Protocol):
@@ -81,12 +94,20 @@ class InputResolver:
                                      "the sha256: ids in its inputs")
             else:
                 path = Path(ref).expanduser()
-                self._folders[ref] = (path if path.is_absolute() else self.base_dir / path).resolve()
+                path = path if path.is_absolute() else self.base_dir / path
+                if not path.exists() and looks_like_repo_id(ref, bare=True):
+                    self._folders[ref] = find_cached(*split_revision(ref)).path
+                else:
+                    self._folders[ref] = path.resolve()
         return self._folders[ref]
 
     def folders(self, refs: Iterable[str]) -> dict[str, str]:
-        """ref → folder path (as `Recipe.with_models` takes it)."""
-        return {ref: str(self.folder(ref)) for ref in refs}
+        """ref → folder path (as `Recipe.with_models` takes it); `model+adapter` → `folder+folder`."""
+        out = {}
+        for ref in refs:
+            model, adapter = split_adapter(ref)
+            out[ref] = str(self.folder(model)) + (ADAPTER_SEP + str(self.folder(adapter)) if adapter else "")
+        return out
 
 
 def identify_inputs(roles: Iterable[tuple[str, str]], resolver: InputResolver, registry: Registry | None,
@@ -97,7 +118,7 @@ def identify_inputs(roles: Iterable[tuple[str, str]], resolver: InputResolver, r
     caller merges (all unsigned files in one parallel `hash_files` call)."""
     from registry.hashing import hash_files
 
-    roles = list(roles)
+    roles = [part for role, ref in roles for part in _parts(role, ref)]
     known: dict[str, ModelId] = {}
     unsigned: dict[tuple[int, str], Path] = {}
     for i, (_, ref) in enumerate(roles):
@@ -129,3 +150,9 @@ def identify_inputs(roles: Iterable[tuple[str, str]], resolver: InputResolver, r
         return tuple(out)
 
     return result
+
+
+def _parts(role: str, ref: str) -> list[tuple[str, str]]:
+    """A `model+adapter` reference is two inputs: the model in its role, and the adapter."""
+    model, adapter = split_adapter(ref)
+    return [(role, model)] + ([(ADAPTER_ROLE, adapter)] if adapter else [])

@@ -86,7 +86,8 @@ def output_consent_keys(plan: Plan) -> tuple[str, ...]:
 
 def check_references(plan: Plan) -> None:
     """Every model the recipe names is a `sha256:` id listed in the plan's inputs, and every
-    input is named; `PlanInputError` otherwise. No node ever opens a path a peer wrote."""
+    input is named; `PlanInputError` otherwise. No node ever opens a path a peer wrote. A LoRA
+    applied to a model is `sha256:<model>+sha256:<adapter>`: both parts are inputs."""
     from merge.errors import MergeError
     from merge.recipe import load_recipe
 
@@ -96,7 +97,7 @@ def check_references(plan: Plan) -> None:
         refs = [i.model_id for i in fusion.inputs_of(plan.recipe)]
     else:
         try:
-            refs = load_recipe(dict(plan.recipe)).model_refs()
+            refs = [part for ref in load_recipe(dict(plan.recipe)).model_refs() for part in ref.split("+")]
         except MergeError as exc:
             raise PlanInputError(f"plan recipe: {exc}") from None
     inputs = set(plan.model_ids())

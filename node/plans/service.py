@@ -52,14 +52,16 @@ def consent_policy(home: Path) -> str:
 
 
 def inputs_from_recipe(recipe: Any) -> list[PlanInput]:
-    """Plan inputs from a parsed recipe: the base model is `base`, every other model `expert`;
-    each must be a model id (`sha256:<hex>`) so that every node means the same bytes."""
-    inputs = []
+    """Plan inputs from a parsed recipe: the base model is `base`, every other model `expert`
+    (a LoRA adapter in `model+adapter` too); each must be a model id (`sha256:<hex>`) so that
+    every node means the same bytes."""
+    inputs: dict[str, PlanInput] = {}
     for ref in recipe.model_refs():
-        if not ModelId.valid(ref):
-            raise PlanInputError(f"recipe model {ref!r} is not a model id; submit it and use its sha256:<hex> id")
-        inputs.append(PlanInput(ref, "base" if ref == recipe.base_model else "expert"))
-    return inputs
+        for i, part in enumerate(ref.split("+")):
+            if not ModelId.valid(part):
+                raise PlanInputError(f"recipe model {part!r} is not a model id; submit it and use its sha256:<hex> id")
+            inputs.setdefault(part, PlanInput(part, "base" if ref == recipe.base_model and i == 0 else "expert"))
+    return list(inputs.values())
 
 
 class PlanService:

@@ -225,23 +225,24 @@ def _grow_vocab(src: Path, dst: Path, extra: int) -> Path:
     return dst
 
 
-def test_vocabulary_mismatch_merges_shared_rows(families, cli, tmp_path):
+def test_vocabulary_mismatch_needs_tokenizer_settings(families, cli, tmp_path):
+    """As in mergekit 0.1.5: embeddings of different sizes are an error naming the setting to add;
+    with `tokenizer: {source: base}` rows are aligned by token (big's extra rows are no token)."""
     base, (e1, e2) = families["llama"]
     big = _grow_vocab(e1, tmp_path / "big", extra=5)
     recipe = {"merge_method": "linear", "base_model": str(base),
               "models": [{"model": str(big), "parameters": {"weight": 0.5}},
                          {"model": str(e2), "parameters": {"weight": 0.5}}]}
-    assert cli("merge", write(tmp_path / "r.yaml", recipe), "-o", tmp_path / "a").code == 0
-    a, b2, bb = load_dir(tmp_path / "a"), load_dir(e2), load_dir(big)
-    rows = b2["lm_head.weight"].shape[0]
-    assert a["lm_head.weight"].shape[0] == rows  # the base's vocabulary
-    recipe["tokenizer_source"] = str(big)
+    res = cli("merge", write(tmp_path / "r.yaml", recipe), "-o", tmp_path / "a")
+    assert res.code == 2 and "vocabularies differ" in res.err and "tokenizer: {source: base}" in res.err
+    recipe["tokenizer"] = {"source": "base"}
     assert cli("merge", write(tmp_path / "r2.yaml", recipe), "-o", tmp_path / "b").code == 0
+    b2, bb = load_dir(e2), load_dir(big)
+    rows = b2["lm_head.weight"].shape[0]
     m = load_dir(tmp_path / "b")["lm_head.weight"]
-    assert m.shape[0] == rows + 5  # the tokenizer source's vocabulary
-    assert torch.equal(m[rows:], bb["lm_head.weight"][rows:])  # extra rows from it
-    assert torch.allclose(m[:rows], (bb["lm_head.weight"][:rows] + b2["lm_head.weight"]) / 2)
-    assert json.loads((tmp_path / "b" / "config.json").read_text())["vocab_size"] == rows + 5
+    assert m.shape[0] == rows  # the base tokenizer's vocabulary
+    assert torch.allclose(m, (bb["lm_head.weight"][:rows] + b2["lm_head.weight"]) / 2)
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["vocab_size"] == rows
 
 
 def test_refuses_non_empty_output_and_unknown_cuda(families, cli, tmp_path):

@@ -79,7 +79,7 @@ def test_with_models_replaces_every_reference():
      "unknown parameter 'wieght' for linear; supported: int8_mask, normalize, random_seed, weight"),
     ("merge_method: linear\nmodels: [{model: /a, parameters: {weight: {x: 1}}}]\n", "models[0].parameters.weight"),
     ("merge_method: linear\nmodels: [/a]\ndtype: int8\n", "dtype must be one of"),
-    ("merge_method: linear\nmodels: [/a]\ntokenizer_source: union\n", "vocabulary union is not supported"),
+    ("merge_method: linear\nmodules: {text_decoder: {models: [/a]}}\n", "`modules:`, for multimodal models"),
     ("merge_method: slerp\nbase_model: /a\nslices: [{sources: [{model: /a, layer_range: [2, 1]}]}]\n",
      "layer_range must be [start, end)"),
     ("merge_method: linear\nmodels: [/a]\nmodels2: [/b]\n", "unknown key 'models2'"),

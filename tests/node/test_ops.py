@@ -28,6 +28,7 @@ def test_resolver_fetches_ids_and_opens_paths_only_for_the_local_user(tmp_path):
     local = InputResolver(fetch, tmp_path / "scratch", base_dir=tmp_path)
     assert local.folder(mid) == tmp_path / "scratch" / ("ab" * 8)
     assert local.folder(mid) == tmp_path / "scratch" / ("ab" * 8) and len(fetched) == 1  # once per reference
+    (tmp_path / "models" / "x").mkdir(parents=True)  # an existing folder; else org/name is a Hugging Face name
     assert local.folder("models/x") == tmp_path / "models" / "x" and local.model_id("models/x") is None
     remote = InputResolver(fetch, tmp_path / "jobs", allow_paths=False)
     for ref in ("/etc", "models/x", "~/.ssh"):
