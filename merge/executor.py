@@ -137,7 +137,7 @@ def check_out_dir(out_dir: Path) -> None:
 
 def _task_bytes(task: TensorTask) -> int:
     """Upper bound on the float32 bytes one task holds: its inputs, the output and one scratch copy."""
-    n_in = len(task.inputs) + (task.base is not None) + (task.reference is not None)
+    n_in = len(task.inputs) + (task.base is not None)
     return (n_in + 2) * math.prod(task.shape) * FLOAT32_BYTES
 
 
