@@ -51,9 +51,14 @@ def _browser():
 
 
 def wait_for(pred, timeout: float = 30.0):
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = pred()
+        try:
+            value = pred()
+        except StaleElementReferenceException:  # the page swapped its fragment between find and read
+            value = None
         if value:
             return value
         time.sleep(0.2)
