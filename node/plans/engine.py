@@ -343,8 +343,10 @@ class PlanEngine:
     def _proven_commit(self, record: PlanRecord, round: int, excluded: tuple[str, ...]) -> Commit | None:
         """The rule's commit over the bids whose address answers for their key (a Sybil that
         borrowed a live node's address cannot sign for it): a chosen member that fails the
-        challenge is left out and the choice made again."""
-        bids = {key: (s.body, s.bundle) for key, s in record.bids.items()}
+        challenge is left out for good (remembered in the record, so later ticks go on from the
+        next candidates instead of challenging the same Sybils again) and the choice made again."""
+        unproven = set(record.unproven)
+        bids = {key: (s.body, s.bundle) for key, s in record.bids.items() if key not in unproven}
         for _ in range(PROOF_ATTEMPTS):
             commit = rules.make_commit(record.plan, bids, record.secret, round, excluded)
             if commit is None:
@@ -356,6 +358,8 @@ class PlanEngine:
             log.warning("plan %s: %d bidder(s) failed the address challenge", record.plan_id, len(failed))
             for key in failed:
                 bids.pop(key, None)
+            self.store.update(record.plan_id, lambda r, gone=tuple(failed): replace(
+                r, unproven=tuple(dict.fromkeys((*r.unproven, *gone)))))
         return None
 
     def _silent_for(self, record: PlanRecord, now: float) -> float:
