@@ -73,6 +73,9 @@ MAX_PENDING = 1024
 MAX_ACTIVE_PLANS_PER_KEY = 16  # unfinished plans one proposer key may have on a node
 MAX_BIDS_PER_PLAN = 64  # one per key; later bids are ignored
 PROOF_ATTEMPTS = 3  # the proposer drops a bidder whose address fails the key challenge, and re-picks
+# A node that was down when a statement was flooded never gets it again from gossip (nodes do not
+# sync): what an unfinished plan still waits on is sent again this often by its signer.
+RESEND_S = 30.0
 
 
 class PlanEngine:
@@ -86,6 +89,7 @@ class PlanEngine:
         self._pending: dict[str, list[tuple[float, str, Signed]]] = {}
         self._limits = RateLimiter()
         self._beats: dict[str, float] = {}  # plan id → when this node last sent its heartbeat
+        self._resent: dict[str, float] = {}  # plan id → when this node last re-sent its statements
 
     # ---- local entry points ------------------------------------------------------------------
 
@@ -137,6 +141,7 @@ class PlanEngine:
         self._drop_stale_pending(now)
         for record in self.store.list():
             if record.final:
+                self._resent.pop(record.plan_id, None)
                 continue
             if rules.is_expired(record.plan, now):
                 self.store.update(record.plan_id, lambda r: try_advance(r, EXPIRED, "the plan's expiry passed"))
@@ -144,6 +149,7 @@ class PlanEngine:
             if record.state == EXECUTING and record.commit is not None and record.result is None \
                     and record.commit.body.executor.key_id == self.me:
                 self._heartbeat(record, now)
+            self._resend(record, now)
             if record.plan.proposer != self.me:
                 continue
             if record.state == BIDDING and record.commit is None:
@@ -434,6 +440,24 @@ class PlanEngine:
         if commit.executor.key_id == self.me:
             self.jobs.submit(lambda: self._execute(commit.plan_id))
         return True
+
+    def _resend(self, record: PlanRecord, now: float) -> None:
+        """Every RESEND_S, flood again what this node signed and the plan still waits on, for
+        nodes that were down the first time: the proposer its plan while consents are due and
+        its commit, the executor its result (nodes that have them drop them as known)."""
+        due = []
+        if record.plan.proposer == self.me:
+            if record.state == CONSENTING:
+                due.append(("plan", record.plan_bundle))
+            if record.commit is not None:
+                due.append(("commit", record.commit.bundle))
+        if record.result is not None and record.result.signer == self.me:
+            due.append(("result", record.result.bundle))
+        if not due or now - self._resent.setdefault(record.plan_id, now) < RESEND_S:
+            return
+        self._resent[record.plan_id] = now
+        for kind, bundle in due:
+            self.transport.broadcast(kind, bundle)
 
     def _heartbeat(self, record: PlanRecord, now: float) -> None:
         if now - self._beats.get(record.plan_id, 0.0) < self.config.heartbeat_s:
