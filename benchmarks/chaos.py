@@ -146,7 +146,7 @@ class Chaos:
             owner = names[i % len(names)]
             self.models[key] = self.nodes[owner].submit(folder, license=lic, policy=policy, name=f"chaos-{key}")
             self.owners.setdefault(owner, key)
-        self.world = World(self.victims, self.models, self.owners)
+        self.world = World(self.victims, self.incarnation, self.models, self.owners)
         self._wait_mesh()
 
     def _wait_mesh(self, timeout_s: float = 30.0) -> None:
@@ -161,6 +161,10 @@ class Chaos:
     def victims(self) -> list[Victim]:
         with self.lock:
             return [Victim(n, p.addr, p.key_id, p.home) for n, p in self.nodes.items() if n not in self.down]
+
+    def incarnation(self, name: str) -> int:
+        with self.lock:
+            return self.gen[name]
 
     def alive(self) -> list[tuple[str, NodeProc, int]]:
         with self.lock:

@@ -124,6 +124,7 @@ class World:
     kills and restarts them) and the ids of the models they submitted."""
 
     victims: Callable[[], list[Victim]]
+    incarnation: Callable[[str], int]  # how often a node has been (re)started: a kill in between is visible
     models: dict[str, str]  # name → model id ("base", "expert1", ...); "consent" names the consent one
     owners: dict[str, str]  # honest node name → the name of the model it submitted (a real holder)
     hostile_plans: set[str] = field(default_factory=set)
@@ -537,15 +538,16 @@ class Attacker:
         model_id = self.world.models[owners[named.name]]
         if not self._holds(v.addr, model_id, named.addr):
             return ["inconclusive"]  # the victim had not heard of it as a holder yet
+        before = (self.world.incarnation(v.name), self.world.incarnation(named.name))
         with self._channel(v.addr) as ch:
             sent = self._announce(pb_grpc.RegistryStub(ch), named.addr, leaving=True)
         if sent != "OK":
             return [sent]
         if self.stopping.wait(GOODBYE_CHECK_S):
             return ["inconclusive"]
-        alive = named.addr in {x.addr for x in self.world.victims()} and _answers(named.addr)
         still = self._holds(v.addr, model_id, named.addr)
-        if not alive or still is None:
+        after = (self.world.incarnation(v.name), self.world.incarnation(named.name))
+        if before != after or still is None or not _answers(named.addr):
             return ["inconclusive"]  # the chaos loop killed one of them meanwhile
         return ["goodbye ignored (holder still listed)" if still else "goodbye honoured for a live peer"]
 
