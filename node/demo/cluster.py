@@ -69,9 +69,13 @@ class LocalCluster:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self, name: str, peers: list[str] | None = None, env: dict[str, str] | None = None) -> NodeProc:
-        """Start `mergenet node start` for a fresh home and wait until it listens."""
-        return self.start_many([name], peers, env)[0]
+    def start(self, name: str, peers: list[str] | None = None, env: dict[str, str] | None = None,
+              listen: str = "127.0.0.1:0") -> NodeProc:
+        """Start `mergenet node start` on the home `name` (fresh, or kept from an earlier start)
+        and wait until it listens; `listen` an earlier address to restart a node where peers know it."""
+        node = self._spawn(name, peers, env, listen)
+        self._wait_ready(node)
+        return node
 
     def start_many(self, names: list[str], peers: list[str] | None = None,
                    env: dict[str, str] | None = None) -> list[NodeProc]:
@@ -81,13 +85,21 @@ class LocalCluster:
             self._wait_ready(node)
         return nodes
 
-    def _spawn(self, name: str, peers: list[str] | None, env: dict[str, str] | None) -> NodeProc:
+    def kill(self, node: NodeProc) -> None:
+        """SIGKILL the node's whole process group, as a crash would, and forget it."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(node.proc.pid, signal.SIGKILL)
+        node.proc.wait()
+        self.nodes.remove(node)
+
+    def _spawn(self, name: str, peers: list[str] | None, env: dict[str, str] | None,
+               listen: str = "127.0.0.1:0") -> NodeProc:
         home = self.workdir / "homes" / name
         home.mkdir(parents=True, exist_ok=True)
         log_path = self.workdir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "node.cli.main", "node", "start", "--home", str(home),
-               "--listen", "127.0.0.1:0", "--dht" if self.dht else "--no-dht"]
+               "--listen", listen, "--dht" if self.dht else "--no-dht"]
         if peers:
             cmd += ["--peers", ",".join(peers)]
         with open(log_path, "ab") as log:

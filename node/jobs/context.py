@@ -50,11 +50,12 @@ class JobContext:
         return self.fetcher(first)(ModelId.parse(model_id), Path(dest_root) / ModelId.parse(model_id).short)
 
     def fetcher(self, first: Sequence[str] = ()) -> Callable[[ModelId, Path], Path]:
-        """A `node.ops.inputs.Fetch`: known holders first (`first`, then the DHT's), then every peer
-        (ads of new models reach peers only once a minute)."""
+        """A `node.ops.inputs.Fetch`: known holders first (`first`, then the DHT's), then the peers
+        an announce round dials (ads of new models reach peers only once a minute; hearsay
+        addresses beyond the round's few are not worth a call)."""
 
         def fetch(model_id: ModelId, dest: Path) -> Path:
-            peers = self.peers.good() if self.peers is not None else []
+            peers = self.peers.round_targets() if self.peers is not None else []
             holders = list(dict.fromkeys([*first, *self.holders(model_id), *peers]))
             return fetch_model(model_id, self.home, dest, holders, peers=self.peers)
 

@@ -72,6 +72,9 @@ MAX_PENDING_PER_PLAN = 64
 MAX_PENDING = 1024
 MAX_ACTIVE_PLANS_PER_KEY = 16  # unfinished plans one proposer key may have on a node
 MAX_BIDS_PER_PLAN = 64  # one per key; later bids are ignored
+# A node that was down when a statement was flooded never gets it again from gossip (nodes do not
+# sync): what an unfinished plan still waits on is sent again this often by its signer.
+RESEND_S = 30.0
 
 
 class PlanEngine:
@@ -85,7 +88,7 @@ class PlanEngine:
         self._pending: dict[str, list[tuple[float, str, Signed]]] = {}
         self._limits = RateLimiter()
         self._beats: dict[str, float] = {}  # plan id → when this node last sent its heartbeat
-        self._unproven: dict[str, set[str]] = {}  # plan id → bidders whose address failed the challenge
+        self._resent: dict[str, float] = {}  # plan id → when this node last re-sent its statements
 
     # ---- local entry points ------------------------------------------------------------------
 
@@ -137,6 +140,7 @@ class PlanEngine:
         self._drop_stale_pending(now)
         for record in self.store.list():
             if record.final:
+                self._resent.pop(record.plan_id, None)
                 continue
             if rules.is_expired(record.plan, now):
                 self.store.update(record.plan_id, lambda r: try_advance(r, EXPIRED, "the plan's expiry passed"))
@@ -144,6 +148,7 @@ class PlanEngine:
             if record.state == EXECUTING and record.commit is not None and record.result is None \
                     and record.commit.body.executor.key_id == self.me:
                 self._heartbeat(record, now)
+            self._resend(record, now)
             if record.plan.proposer != self.me:
                 continue
             if record.state == BIDDING and record.commit is None:
@@ -349,9 +354,11 @@ class PlanEngine:
     def _proven_commit(self, record: PlanRecord, round: int, excluded: tuple[str, ...]) -> Commit | None:
         """The rule's commit over the bids whose address answers for their key (a Sybil that
         borrowed a live node's address cannot sign for it): a chosen member that fails the
-        challenge is left out for good and the choice made again, until the chosen all pass."""
-        failed = self._unproven.setdefault(record.plan_id, set())
-        bids = {key: (s.body, s.bundle) for key, s in record.bids.items() if key not in failed}
+        challenge is left out for good (remembered in the record, so later ticks go on from the
+        next candidates instead of challenging the same Sybils again) and the choice made again,
+        until every chosen member passes."""
+        unproven = set(record.unproven)
+        bids = {key: (s.body, s.bundle) for key, s in record.bids.items() if key not in unproven}
         while True:
             commit = rules.make_commit(record.plan, bids, record.secret, round, excluded)
             if commit is None:
@@ -361,9 +368,10 @@ class PlanEngine:
             if not liars:
                 return commit
             log.warning("plan %s: %d bidder(s) failed the address challenge", record.plan_id, len(liars))
-            failed.update(liars)
             for key in liars:
                 bids.pop(key, None)
+            self.store.update(record.plan_id, lambda r, gone=tuple(liars): replace(
+                r, unproven=tuple(dict.fromkeys((*r.unproven, *gone)))))
 
     def _silent_for(self, record: PlanRecord, now: float) -> float:
         return now - max(record.committed_at, record.heartbeat_at)
@@ -437,6 +445,24 @@ class PlanEngine:
         if commit.executor.key_id == self.me:
             self.jobs.submit(lambda: self._execute(commit.plan_id))
         return True
+
+    def _resend(self, record: PlanRecord, now: float) -> None:
+        """Every RESEND_S, flood again what this node signed and the plan still waits on, for
+        nodes that were down the first time: the proposer its plan while consents are due and
+        its commit, the executor its result (nodes that have them drop them as known)."""
+        due = []
+        if record.plan.proposer == self.me:
+            if record.state == CONSENTING:
+                due.append(("plan", record.plan_bundle))
+            if record.commit is not None:
+                due.append(("commit", record.commit.bundle))
+        if record.result is not None and record.result.signer == self.me:
+            due.append(("result", record.result.bundle))
+        if not due or now - self._resent.setdefault(record.plan_id, now) < RESEND_S:
+            return
+        self._resent[record.plan_id] = now
+        for kind, bundle in due:
+            self.transport.broadcast(kind, bundle)
 
     def _heartbeat(self, record: PlanRecord, now: float) -> None:
         if now - self._beats.get(record.plan_id, 0.0) < self.config.heartbeat_s:

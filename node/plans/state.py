@@ -86,6 +86,9 @@ class PlanRecord:
     progress: tuple[int, int] = (0, 0)
     heartbeat_at: float = 0.0  # when this node last heard the committed executor's heartbeat
     secret: str = ""  # the proposer's own record only: the secret behind the plan's beacon
+    # the proposer's own record only: bidders whose address failed the key challenge; their
+    # bids stay (so the key cannot bid again) but are never chosen nor carried in a commit
+    unproven: tuple[str, ...] = ()
 
     @classmethod
     def new(cls, plan: Plan, plan_bundle: Mapping[str, Any], now: float | None = None) -> PlanRecord:
@@ -115,7 +118,7 @@ class PlanRecord:
             "committed_at": self.committed_at, "replaced": list(self.replaced),
             "result": self.result.to_json() if self.result else None,
             "attestations": many(self.attestations), "progress": list(self.progress),
-            "heartbeat_at": self.heartbeat_at, "secret": self.secret,
+            "heartbeat_at": self.heartbeat_at, "secret": self.secret, "unproven": list(self.unproven),
         }
 
     @classmethod
@@ -133,6 +136,7 @@ class PlanRecord:
             result=Signed.from_json("result", data["result"]) if data["result"] else None,
             attestations=many("attestation", data["attestations"]), progress=tuple(data["progress"]),
             heartbeat_at=float(data.get("heartbeat_at", 0.0)), secret=str(data.get("secret", "")),
+            unproven=tuple(data.get("unproven", ())),
         )
 
 

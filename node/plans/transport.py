@@ -30,7 +30,9 @@ SEND_WORKERS = 4
 
 
 class GrpcTransport:
-    """Sends each statement to every good peer except the one it came from."""
+    """Sends each statement to the peers an announce round dials (those that answered us, the
+    operator's, and at most `MAX_UNSEEN_PER_ROUND` hearsay addresses), except the one it came
+    from: a flood of gossiped addresses must not turn every statement into a thousand calls."""
 
     def __init__(self, peers: Any, self_addr: Any = lambda: "") -> None:
         self.peers = peers
@@ -39,7 +41,7 @@ class GrpcTransport:
 
     def broadcast(self, kind: str, bundle: Mapping[str, Any], exclude: str | None = None) -> None:
         data = canonical_json(dict(bundle))
-        for addr in self.peers.good():
+        for addr in self.peers.round_targets():
             if addr not in (exclude, self.self_addr()):
                 self._pool.submit(self._send, addr, kind, data)
 
@@ -120,8 +122,9 @@ class NodeResolver:
             return local
         ad = None
         if self.network is not None:
-            # Holders known from the DHT and ads first, then every peer: ads travel only once a minute.
-            holders = list(dict.fromkeys([*self.network.holders(model_id), *self.network.peers.good()]))
+            # Holders known from the DHT and ads first, then the peers a round dials: ads travel
+            # only once a minute.
+            holders = list(dict.fromkeys([*self.network.holders(model_id), *self.network.peers.round_targets()]))
             ad = self.network.fetch_ad(model_id, holders)
         if ad is None:
             raise PlanInputError(f"model {model_id} is neither held by this node nor offered by any known peer; "
