@@ -42,9 +42,10 @@ from node.plans.model import (
     beacon_for,
     kind_of,
 )
+from node.plans.pending import PendingStatements
 from node.plans.ports import REPLACEMENT_SLACK, EngineConfig, Jobs, Resolver, Transport
 from node.plans.rate import RateLimiter
-from node.plans.signing import bundle_digest, sign, verify
+from node.plans.signing import bundle_digest, sign, verify, verify_commit_bids
 from node.plans.state import (
     BIDDING,
     COMMITTED,
@@ -65,11 +66,6 @@ from node.process import metrics
 log = logging.getLogger(__name__)
 
 MAX_SEEN = 100_000  # digests remembered for dedup; the oldest are forgotten first
-# Statements that arrive before the plan they build on (gossip may reorder) wait this long, at
-# most this many per plan and in all; they are never forwarded until their plan is known.
-PENDING_TTL_S = 120.0
-MAX_PENDING_PER_PLAN = 64
-MAX_PENDING = 1024
 MAX_ACTIVE_PLANS_PER_KEY = 16  # unfinished plans one proposer key may have on a node
 MAX_BIDS_PER_PLAN = 64  # one per key; later bids are ignored
 # A node that was down when a statement was flooded never gets it again from gossip (nodes do not
@@ -85,7 +81,7 @@ class PlanEngine:
         self.me: str = identity.key_id
         self._lock = threading.Lock()
         self._seen: dict[str, None] = {}  # insertion-ordered, so the oldest can be dropped
-        self._pending: dict[str, list[tuple[float, str, Signed]]] = {}
+        self._pending = PendingStatements()
         self._limits = RateLimiter()
         self._beats: dict[str, float] = {}  # plan id → when this node last sent its heartbeat
         self._resent: dict[str, float] = {}  # plan id → when this node last re-sent its statements
@@ -137,7 +133,7 @@ class PlanEngine:
         now = self.config.clock() if now is None else now
         for pid in self.store.collect(now):
             log.info("plan %s: forgotten (finished long ago)", pid)
-        self._drop_stale_pending(now)
+        self._pending.expire(now)
         for record in self.store.list():
             if record.final:
                 self._resent.pop(record.plan_id, None)
@@ -213,31 +209,16 @@ class PlanEngine:
         outcome = self._dispatch(kind, signed)
         plan_id = signed.body.plan_id
         if outcome is None:
-            with self._lock:
-                parked = self._pending.setdefault(plan_id, [])
-                if len(parked) < MAX_PENDING_PER_PLAN and sum(map(len, self._pending.values())) < MAX_PENDING:
-                    parked.append((self.config.clock(), kind, signed))
+            self._pending.park(plan_id, kind, signed, self.config.clock())
             return False
         if outcome:
-            with self._lock:
-                parked = self._pending.pop(plan_id, [])
-            for _, k, s in parked:
+            for k, s in self._pending.take(plan_id):
                 if self._apply(k, s):
                     self.transport.broadcast(k, s.bundle)
         return outcome
 
-    def _drop_stale_pending(self, now: float) -> None:
-        with self._lock:
-            for plan_id in list(self._pending):
-                kept = [p for p in self._pending[plan_id] if now - p[0] < PENDING_TTL_S]
-                if kept:
-                    self._pending[plan_id] = kept
-                else:
-                    del self._pending[plan_id]
-
     def pending_count(self) -> int:
-        with self._lock:
-            return sum(map(len, self._pending.values()))
+        return len(self._pending)
 
     def _dispatch(self, kind: str, signed: Signed) -> bool | None:
         if kind == "plan":
@@ -373,13 +354,9 @@ class PlanEngine:
             self.store.update(record.plan_id, lambda r, gone=tuple(liars): replace(
                 r, unproven=tuple(dict.fromkeys((*r.unproven, *gone)))))
 
-    def _silent_for(self, record: PlanRecord, now: float) -> float:
-        return now - max(record.committed_at, record.heartbeat_at)
-
     def _executor_gone(self, record: PlanRecord, now: float, slack: float = 1.0) -> bool:
-        """Whether the committed executor missed its deadline or fell silent (by this node's clock)."""
-        past_deadline = now - record.committed_at > record.plan.deadline_s * slack
-        return past_deadline or self._silent_for(record, now) > self.config.heartbeat_timeout_s * slack
+        return rules.executor_gone(record.plan.deadline_s, record.committed_at, record.heartbeat_at, now,
+                                   self.config.heartbeat_timeout_s, slack)
 
     def _maybe_replace_executor(self, record: PlanRecord, now: float) -> None:
         """Replace a committed executor that missed its deadline or stopped sending heartbeats by
@@ -397,25 +374,12 @@ class PlanEngine:
             why = f"executor at {current.executor.address} stopped reporting and no other node can take over"
             self.store.update(record.plan_id, lambda r: try_advance(r, FAILED, why))
 
-    def _commit_bids(self, commit: Commit) -> dict[str, Bid] | str:
-        """The commit's bids (bidder key → bid), each verified; or why they are unusable."""
-        bids: dict[str, Bid] = {}
-        for bundle in commit.bids:
-            try:
-                s = verify(bundle, "bid")
-            except (ForgedStatementError, PlanInputError) as exc:
-                return f"it carries a bid that does not verify ({exc})"
-            if s.body.plan_id != commit.plan_id or s.signer in bids:
-                return "it carries a bid for another plan, or two bids by one key"
-            bids[s.signer] = s.body
-        return bids
-
     def _on_commit(self, signed: Signed) -> bool | None:
         commit: Commit = signed.body
         record = self.store.get(commit.plan_id)
         if record is None or signed.signer != record.plan.proposer:
             return self._drop("commit", signed, "not signed by the plan's proposer")
-        bids = self._commit_bids(commit)
+        bids = verify_commit_bids(commit)
         why = bids if isinstance(bids, str) else rules.commit_mismatch(record.plan, commit, bids)
         if why is not None:
             return self._drop("commit", signed, f"it does not follow the plan's rule: {why}")

@@ -239,6 +239,14 @@ def _is_hex(text: str) -> bool:
     return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
+def executor_gone(deadline_s: float, committed_at: float, heartbeat_at: float, now: float,
+                  heartbeat_timeout_s: float, slack: float = 1.0) -> bool:
+    """Whether a committed executor missed its deadline or fell silent, by the asking node's
+    clock; `slack` < 1 is how other nodes judge a replacement commit (clocks and gossip differ)."""
+    silent_for = now - max(committed_at, heartbeat_at)
+    return now - committed_at > deadline_s * slack or silent_for > heartbeat_timeout_s * slack
+
+
 # Default execution deadline: a floor for start-up and fetching, plus the inputs at a slow
 # CPU merge rate, or fusion examples × epochs at a slow CPU training rate.
 DEADLINE_FLOOR_S = 300

@@ -76,3 +76,18 @@ def verify(bundle: Any, kind: str, expected_key_id: str | None = None) -> Signed
         raise ForgedStatementError(f"{kind} statement's subject {vs.subject_digest[:16]}… is not the "
                                    f"{'model' if kind == 'attestation' else 'plan'} its predicate names")
     return Signed(vs.key_id, body, dict(bundle))
+
+
+def verify_commit_bids(commit: Commit) -> dict[str, Bid] | str:
+    """The bids a commit carries (bidder key → bid), each verified and for this plan, one per
+    key; or why they are unusable (every node re-derives the commit's choice from these)."""
+    bids: dict[str, Bid] = {}
+    for bundle in commit.bids:
+        try:
+            s = verify(bundle, "bid")
+        except (ForgedStatementError, PlanInputError) as exc:
+            return f"it carries a bid that does not verify ({exc})"
+        if s.body.plan_id != commit.plan_id or s.signer in bids:
+            return "it carries a bid for another plan, or two bids by one key"
+        bids[s.signer] = s.body
+    return bids

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from node.plans import rules
-from node.plans.engine import MAX_ACTIVE_PLANS_PER_KEY, MAX_BIDS_PER_PLAN, MAX_PENDING_PER_PLAN, PENDING_TTL_S
+from node.plans.engine import MAX_ACTIVE_PLANS_PER_KEY, MAX_BIDS_PER_PLAN
 from node.plans.errors import PlanInputError, PolicyError
 from node.plans.model import (
     Bid,
@@ -22,6 +22,7 @@ from node.plans.model import (
     VerificationPolicy,
     beacon_for,
 )
+from node.plans.pending import MAX_PENDING_PER_PLAN, PENDING_TTL_S
 from node.plans.rules import InputInfo
 from node.plans.signing import sign, verify
 from node.plans.state import PUBLISHED
