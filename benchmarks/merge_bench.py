@@ -174,8 +174,11 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> dict:
     return res
 
 
-def best(runs: list[dict]) -> dict:
-    return min(runs, key=lambda r: r["wall"])
+def median_run(runs: list[dict]) -> dict:
+    """The median run by wall time (the lower median for an even count): one unlucky or lucky run
+    on a shared machine decides nothing."""
+    ordered = sorted(runs, key=lambda r: r["wall"])
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def _weight_files(models: list[Path]) -> list[Path]:
@@ -302,7 +305,7 @@ def run_method(method: str, args: argparse.Namespace, models: tuple[Path, Path, 
     diff = compare(outs["mergenet"], outs["mergekit"], inputs) if comparable else None
     for o in outs.values():
         shutil.rmtree(o, ignore_errors=True)
-    return {t: best(r) for t, r in runs.items() if r}, diff
+    return {t: median_run(r) for t, r in runs.items() if r}, diff
 
 
 def verdict(method: str, ours: dict, theirs: dict | None, floor: float) -> str:
@@ -319,7 +322,8 @@ def verdict(method: str, ours: dict, theirs: dict | None, floor: float) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default="linear,ties,slerp,task_arithmetic")
-    ap.add_argument("--repeat", type=int, default=2, help="runs per tool and method; the fastest is reported")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs per tool and method, alternating; the median run is reported")
     ap.add_argument("--mergekit", default=default_mergekit())
     ap.add_argument("--mergekit-pythonpath", default="",
                     help="extra PYTHONPATH for mergekit only, e.g. a `pip install --target DIR immutables peft "
@@ -370,7 +374,7 @@ def main() -> int:
         if "cuda" in r:
             cuda.append((method, r["cuda"], (len(inputs) + 1) * n_params * 2 / 1e9))
     print(f"\nTargets: ties ≥{TARGETS['ties']:.0f}× mergekit; {', '.join(NEAR_FLOOR)} within {FLOOR_TARGET:.0f}× the "
-          f"floor; peak RSS ≤{RSS_TARGET}× mergekit. Best of {args.repeat} alternating runs; wall times include "
+          f"floor; peak RSS ≤{RSS_TARGET}× mergekit. Median of {args.repeat} alternating runs; wall times include "
           f"process start-up. Load average at the end: {os.getloadavg()[0]:.2f}")
     for method, run, moved in cuda:  # inputs read + output written (bf16)
         print(f"cuda {method}: {run['wall']:.2f}s wall, {moved / run['wall']:.2f} GB/s of weights "
