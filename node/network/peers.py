@@ -7,6 +7,7 @@ peers that misbehaved (dead, lying, tampering) so pulls try them last and gossip
     table.seen("127.0.0.1:7471")       # it answered a call we made: first-hand contact
     table.served("127.0.0.1:7471")     # it streamed bytes that verified
     table.mark_bad("127.0.0.1:7471", "served bytes that do not match the manifest")
+    table.mark_unreachable("127.0.0.1:7472", "DEADLINE_EXCEEDED")   # backs off, doubling
     table.good()   # addresses worth talking to, best first
 
 What anyone says about a peer is hearsay; only a call the peer answered (`seen`) or bytes it
@@ -25,8 +26,11 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
-# A peer that failed is avoided this long before it gets another chance.
+# A peer that lied or tampered is avoided this long before it gets another chance.
 BAD_PEER_MEMORY_S = 600.0
+# One that did not answer is avoided this long, doubling with each failure in a row up to
+# BAD_PEER_MEMORY_S: one timeout on a busy machine must not cut an honest peer off for ten minutes.
+UNREACHABLE_BACKOFF_S = 15.0
 # Gossip carries at most this many peers, and the table holds at most this many.
 MAX_GOSSIP_PEERS = 64
 MAX_PEERS = 1024
@@ -53,6 +57,11 @@ class Peer:
     served_at: float = 0.0
     bad_until: float = 0.0
     bad_reason: str = ""
+    retry_at: float = 0.0  # it did not answer: not dialled again before this
+    failures: int = 0  # calls in a row it did not answer
+
+    def avoided(self, now: float) -> bool:
+        return self.bad_until > now or self.retry_at > now
 
 
 def _recency(peer: Peer) -> tuple[float, float]:
@@ -111,7 +120,13 @@ class PeerTable:
             if old is None and (addr == self.self_addr or not self._make_room()):
                 return
             base = old or Peer(addr=addr, source="contact", heard=now)
-            self._peers[addr] = replace(base, **dict.fromkeys(fields, now))
+            self._peers[addr] = replace(base, failures=0, retry_at=0.0, **dict.fromkeys(fields, now))
+
+    def contacted(self, addr: str) -> bool:
+        """Whether the peer ever answered a call of ours."""
+        with self._lock:
+            peer = self._peers.get(addr)
+            return peer is not None and peer.last_seen > 0
 
     def served_at(self, addr: str) -> float:
         """When the peer last streamed us bytes that verified; 0 when it never did."""
@@ -124,23 +139,38 @@ class PeerTable:
             self._peers.pop(addr, None)
 
     def mark_bad(self, addr: str, reason: str) -> None:
+        """The peer misbehaved (lied, tampered, flooded): avoid it for BAD_PEER_MEMORY_S."""
         with self._lock:
-            base = self._peers.get(addr)
-            if base is None:
-                if not self._make_room():
-                    return
-                base = Peer(addr=addr, source="pull")
-            self._peers[addr] = replace(base, bad_until=time.time() + BAD_PEER_MEMORY_S, bad_reason=reason)
+            base = self._entry(addr)
+            if base is not None:
+                self._peers[addr] = replace(base, bad_until=time.time() + BAD_PEER_MEMORY_S, bad_reason=reason)
+
+    def mark_unreachable(self, addr: str, reason: str) -> None:
+        """The peer did not answer (down, stalled, timed out): avoid it for a while that doubles
+        with each failure in a row, until it answers a call again (`seen`)."""
+        with self._lock:
+            base = self._entry(addr)
+            if base is not None:
+                wait = min(BAD_PEER_MEMORY_S, UNREACHABLE_BACKOFF_S * 2 ** base.failures)
+                self._peers[addr] = replace(base, retry_at=time.time() + wait, failures=base.failures + 1,
+                                            bad_reason=base.bad_reason if base.bad_until > time.time() else reason)
+
+    def _entry(self, addr: str) -> Peer | None:
+        """The peer's row, made (as learned from a pull) when missing and there is room (lock held)."""
+        base = self._peers.get(addr)
+        if base is None and addr != self.self_addr and self._make_room():
+            base = Peer(addr=addr, source="pull")
+        return base
 
     def is_bad(self, addr: str) -> bool:
         with self._lock:
             peer = self._peers.get(addr)
-            return peer is not None and peer.bad_until > time.time()
+            return peer is not None and peer.avoided(time.time())
 
     def _good(self) -> list[Peer]:
         now = time.time()
         with self._lock:
-            peers = [p for p in self._peers.values() if p.bad_until <= now]
+            peers = [p for p in self._peers.values() if not p.avoided(now)]
         return sorted(peers, key=_recency, reverse=True)
 
     def good(self) -> list[str]:

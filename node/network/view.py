@@ -2,6 +2,7 @@
 
     net = Network(self_ref, view, peers, discovery)   # NetworkHooks for the Registry servicer
     net.announce_once()      # DHT announce + gossip + push our ads to peers (the announce loop)
+    net.greet_newcomers()    # the same for peers met since, only them (the loop, woken early)
     net.holders(model_id)    # gRPC addresses to pull from, best first, at most MAX_HOLDERS_LISTED
 
 Nothing a peer says is trusted: ads are kept only after `verify_ad`; DHT records are signed by
@@ -53,6 +54,9 @@ MAX_HOLDERS_LISTED = 16
 MAX_AD_HOLDERS_PER_MODEL = 32
 # Half the gRPC message limit: an Advertise request carries as many ads as fit in this.
 ADVERTISE_BATCH_BYTES = 512 * 1024
+# Peers met between rounds wait here to be greeted (our Announce and ads) without a full round;
+# bounded, so a flood of fresh sender addresses costs at most this many dials per wake-up.
+MAX_PENDING_GREETS = 32
 
 
 def local_capacity() -> dict[str, int]:
@@ -69,8 +73,10 @@ class Network:
         self.peers = peers
         self.discovery = discovery
         self.capacity = local_capacity()
-        self.announce_now = threading.Event()
+        self.announce_now = threading.Event()  # wakes the announce loop: see full_round_wanted
         self._lock = threading.Lock()
+        self._full_round = False
+        self._greet: dict[str, None] = {}
         self._ads: dict[str, VerifiedAd] = {}
         # model id → holder → (when it first advertised it, when it last did)
         self._ad_holders: dict[str, dict[str, tuple[float, float]]] = {}
@@ -94,8 +100,12 @@ class Network:
         return new
 
     def exchange_peers(self, sender: PeerRef, known: list[PeerRef]) -> list[PeerRef]:
-        if sender.grpc_addr and self._add_peer(sender.grpc_addr, sender.key_id, sender.version, source="announce"):
-            self.announce_now.set()  # a newcomer: push it our ads now rather than in a minute
+        if sender.grpc_addr:
+            self._add_peer(sender.grpc_addr, sender.key_id, sender.version, source="announce")
+            # Never in contact (new, or only named by a third party): push it our ads now rather
+            # than in a minute. Not "only when new": a peer may be heard of before it calls.
+            if not self.peers.contacted(sender.grpc_addr):
+                self._want_greet(sender.grpc_addr)
         for peer in known:
             self._heard(peer.grpc_addr)
         return [PeerRef(p.addr, p.key_id, p.version) for p in self.peers.gossip() if p.addr != sender.grpc_addr]
@@ -178,7 +188,23 @@ class Network:
                             peer_count=len(self.peers.good()))
 
     def models_changed(self, model_ids: list[str]) -> None:
+        with self._lock:
+            self._full_round = True
         self.announce_now.set()
+
+    def _want_greet(self, addr: str) -> None:
+        if self.peers.is_bad(addr):
+            return
+        with self._lock:
+            if addr not in self._greet and len(self._greet) >= MAX_PENDING_GREETS:
+                return
+            self._greet[addr] = None
+        self.announce_now.set()
+
+    def full_round_wanted(self) -> bool:
+        """Whether our models changed since the last full round (the loop then runs one early)."""
+        with self._lock:
+            return self._full_round
 
     # -- work for the announce loop and pulls ---------------------------------------------------
 
@@ -229,12 +255,26 @@ class Network:
 
     def announce_once(self) -> None:
         """Publish ourselves in the DHT, gossip with every good peer, push them our ads."""
+        with self._lock:
+            self._full_round = False
+            self._greet.clear()  # the round reaches them too
         record = self.record()
         if self.discovery is not None:
             self.discovery.announce(record, record.models)
+        self._gossip_round(record, self.peers.round_targets())
+
+    def greet_newcomers(self) -> None:
+        """Gossip with, and push our ads to, only the peers met since the last round."""
+        with self._lock:
+            targets, self._greet = list(self._greet), {}
+        targets = [a for a in targets if not self.peers.is_bad(a)]
+        if targets:
+            self._gossip_round(self.record(), targets)
+
+    def _gossip_round(self, record: NodeRecord, targets: list[str]) -> None:
         ads = [convert.ad_to_pb(ad) for ad in (self.view.ad(i) for i in record.models) if ad is not None]
         me = convert.peer_to_pb(self.self_ref)
-        for addr in self.peers.round_targets():
+        for addr in targets:
             self._gossip_with(addr, me, ads)
 
     def _gossip_with(self, addr: str, me: pb.PeerInfo, ads: list[pb.ModelAd]) -> None:
@@ -249,11 +289,11 @@ class Network:
         except grpc.RpcError as exc:
             log.info("gossip with %s failed: %s", addr, exc.code())
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                self.peers.mark_bad(addr, f"unreachable: {exc.code().name}")
+                self.peers.mark_unreachable(addr, f"unreachable: {exc.code().name}")
             return
-        learned = [self._heard(p.grpc_addr) for p in reply.known]
-        if any(learned):  # introduce ourselves to the newcomers now, not in a minute
-            self.announce_now.set()
+        for peer in reply.known:
+            if self._heard(peer.grpc_addr):  # introduce ourselves to the newcomers now, not in a minute
+                self._want_greet(peer.grpc_addr)
 
 
 def say_goodbye(self_ref: PeerRef, peers: PeerTable) -> None:

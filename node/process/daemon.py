@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -162,13 +163,21 @@ class Node:
         return maddrs
 
     def _announce_loop(self) -> None:
+        """A full round every ANNOUNCE_PERIOD_S or when our models change; in between, woken
+        early, only the peers met since are greeted (a newcomer must not cost a round to all)."""
+        net = self.network
+        next_full = 0.0
         while not self._stop.is_set():
             try:
-                self.network.announce_once()
+                if time.monotonic() >= next_full or net.full_round_wanted():
+                    net.announce_once()
+                    next_full = time.monotonic() + ANNOUNCE_PERIOD_S
+                else:
+                    net.greet_newcomers()
             except Exception:  # one bad round must not end announcing; the traceback goes to the log
                 log.exception("announce round failed")
-            self.network.announce_now.wait(ANNOUNCE_PERIOD_S)
-            self.network.announce_now.clear()
+            net.announce_now.wait(max(0.0, next_full - time.monotonic()))
+            net.announce_now.clear()
 
     def _write_node_file(self) -> None:
         info = {"pid": os.getpid(), "addr": self.addr, "dht_maddrs": self.dht_maddrs,

@@ -180,7 +180,7 @@ class BlobFetcher:
                 if exc.code() == grpc.StatusCode.OUT_OF_RANGE:  # our partial is longer than the blob
                     self._discard(digest)
                 elif exc.code() != grpc.StatusCode.NOT_FOUND:  # dead, stalled (CANCELLED) or refusing
-                    self.peers.mark_bad(addr, f"transfer failed: {exc.code().name}")
+                    self.peers.mark_unreachable(addr, f"transfer failed: {exc.code().name}")
                 continue  # the partial file keeps what arrived; the next holder resumes it
             except VerificationError:
                 self._discard(digest)

@@ -82,7 +82,7 @@ def test_registry_refuses_unknown_and_malformed_ids_and_oversized_messages(node)
             assert code_of(lambda r=req: stub.GetManifest(r, timeout=5)) == grpc.StatusCode.INVALID_ARGUMENT
         huge = pb.AdvertiseRequest(models=[pb.ModelAd(model_id=node.model_id, manifest=os.urandom(3 << 20))])
         assert code_of(lambda: stub.Advertise(huge, timeout=10)) == grpc.StatusCode.RESOURCE_EXHAUSTED
-        flood = pb.AnnounceRequest(known=[pb.PeerInfo(grpc_addr=f"10.0.0.1:{i}") for i in range(1000)])
+        flood = pb.AnnounceRequest(known=[pb.PeerInfo(grpc_addr=f"127.0.0.1:{i + 1}") for i in range(1000)])
         assert code_of(lambda: stub.Announce(flood, timeout=5)) == grpc.StatusCode.INVALID_ARGUMENT
         bad_kind = pb.ListRequest(kind="weird")
         assert code_of(lambda: stub.List(bad_kind, timeout=5)) == grpc.StatusCode.INVALID_ARGUMENT

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from node.network.dht_records import ANNOUNCE_PERIOD_S
 from tests.node.netutil import folder_bytes, run_cli, submit_copy, wait_gone
 
 pytestmark = pytest.mark.timeout(240)
@@ -90,8 +91,10 @@ def test_no_dht_nodes_find_each_other_by_gossip(swarm, families, tmp_path):
     b = swarm.start(tmp_path / "B", "--no-dht", "--peers", a.addr)
     c = swarm.start(tmp_path / "C", "--no-dht", "--peers", b.addr)  # two hops from the holder
     assert c.dht_maddrs == []
-    # Generous: two gossip hops, each a process on a possibly loaded 2-core machine.
-    deadline = time.monotonic() + 60
+    # Newcomers are greeted at once, so this must take well under one announce period (60 s):
+    # passing only after a periodic round would hide a lost greeting (C was heard of by A
+    # before it called A, and A then waited a whole period to push its ads).
+    deadline = time.monotonic() + ANNOUNCE_PERIOD_S - 15
     seen: list[dict] = []
     while time.monotonic() < deadline and not seen:
         seen = [r for r in list_remote(c.addr) if r["id"] == model_id]

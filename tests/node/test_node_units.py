@@ -28,9 +28,9 @@ def test_config_from_flags_has_no_test_knobs(tmp_path, monkeypatch):
 
     # Test-only switches live in tests/node/launch.py; the product's configuration ignores them.
     monkeypatch.setenv("MERGENET_TEST_TAMPER", "1")
-    settings = load_settings(tmp_path, {"peers": "10.0.0.1:7470", "dht": False}, environ={})
+    settings = load_settings(tmp_path, {"peers": "127.0.0.9:7470", "dht": False}, environ={})
     cfg = NodeConfig.from_settings(tmp_path, settings.values)
-    assert (cfg.listen, cfg.peers, cfg.dht) == ("127.0.0.1:7470", ("10.0.0.1:7470",), False)
+    assert (cfg.listen, cfg.peers, cfg.dht) == ("127.0.0.1:7470", ("127.0.0.9:7470",), False)
     assert not any("tamper" in f or "throttle" in f for f in NodeConfig.__dataclass_fields__)
 
 
@@ -48,10 +48,43 @@ def test_peer_table_remembers_bad_peers_and_orders_them_last():
     assert [p.addr for p in table.gossip()] == ["127.0.0.1:3"]
 
 
+def test_an_unanswering_peer_is_avoided_for_a_doubling_while_and_forgiven_when_it_answers(monkeypatch):
+    import node.network.peers as peers_mod
+
+    now = [1000.0]
+    monkeypatch.setattr(peers_mod.time, "time", lambda: now[0])
+    table = PeerTable()
+    table.add("127.0.0.1:2")
+    waits = []
+    for _ in range(8):
+        table.mark_unreachable("127.0.0.1:2", "DEADLINE_EXCEEDED")
+        start = now[0]
+        while table.is_bad("127.0.0.1:2"):
+            now[0] += 1.0
+        waits.append(now[0] - start)
+    # One timeout costs a short pause, not the ten minutes a liar gets; repeated ones back off.
+    assert waits == [15.0, 30.0, 60.0, 120.0, 240.0, 480.0, 600.0, 600.0]
+    table.mark_unreachable("127.0.0.1:2", "UNAVAILABLE")
+    table.seen("127.0.0.1:2")  # it answered: no longer avoided, and the next failure starts over
+    assert not table.is_bad("127.0.0.1:2") and table.contacted("127.0.0.1:2")
+    table.mark_unreachable("127.0.0.1:2", "UNAVAILABLE")
+    now[0] += 15.0
+    assert not table.is_bad("127.0.0.1:2")
+    # A liar stays avoided even when it answers, and a later timeout does not shorten that.
+    table.mark_bad("127.0.0.1:2", "served flipped bytes")
+    table.seen("127.0.0.1:2")
+    table.mark_unreachable("127.0.0.1:2", "UNAVAILABLE")
+    now[0] += 100.0
+    assert table.is_bad("127.0.0.1:2")
+    assert next(p.bad_reason for p in table.all() if p.addr == "127.0.0.1:2") == "served flipped bytes"
+    now[0] += peers_mod.BAD_PEER_MEMORY_S
+    assert not table.is_bad("127.0.0.1:2")
+
+
 def test_peer_table_is_bounded():
     table = PeerTable()
     for i in range(MAX_PEERS + 10):
-        table.add(f"10.0.{i // 250}.{i % 250}:1")
+        table.add(f"127.0.{i // 250}.{i % 250 + 1}:1")
     assert len(table.all()) == MAX_PEERS
 
 
