@@ -177,14 +177,15 @@ def run_merge(recipe: Recipe, out_dir: Path | str, *, device: str = "auto", out_
               shard_size: int = DEFAULT_SHARD_SIZE, progress: Callable[[int, int], None] | None = None,
               inputs: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
               card_recipe: Recipe | None = None,
-              version: str = "", license: str | None = None) -> MergeResult:
+              version: str = "", license: str | None = None, copy_tokenizer: bool = True) -> MergeResult:
     """Run `recipe` and place a loadable HF folder at `out_dir` atomically (refuses a non-empty one).
 
     The model card records `card_recipe` (default: `recipe`; the CLI passes the recipe as the user
     wrote it, with model ids rather than the scratch folders they were materialized into) and
     `inputs` (model reference → registry id or digest), or a callable returning them, called when
     the card is written (so a caller can hash the inputs while the merge runs), and `license`
-    (SPDX) for the card's Hub metadata.
+    (SPDX) for the card's Hub metadata. `copy_tokenizer=False` writes no tokenizer files unless
+    the recipe builds a tokenizer (mergekit's --no-copy-tokenizer).
     """
     out_dir = Path(out_dir).resolve()
     check_out_dir(out_dir)
@@ -200,7 +201,7 @@ def run_merge(recipe: Recipe, out_dir: Path | str, *, device: str = "auto", out_
         writer = ShardedWriter(tmp, layout, shard_size)
         CENSUS.reset_peak()
         _stream(plan, readers, writer, layout, dev, progress)
-        for name, data in config_files(plan, requested).items():
+        for name, data in config_files(plan, requested, copy_tokenizer).items():
             (tmp / name).write_bytes(data)
         idents = inputs() if callable(inputs) else inputs
         (tmp / CARD_FILE).write_bytes(card_bytes(card_recipe or recipe, idents, dev.type, version, license))

@@ -13,6 +13,7 @@ verifier checks the whole folder this way and recomputes only a sample of tensor
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from merge.recipe import DTYPES as RECIPE_DTYPES
 from merge.recipe import Recipe
 from merge.tokenizer.files import tokenizer_files
 from merge.writer import DEFAULT_SHARD_SIZE, ShardLayout
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILES = ("config.json", "generation_config.json")
 CARD_FILE = "README.md"
@@ -76,16 +79,21 @@ def _without_code(doc: dict) -> dict:
     return {k: v for k, v in doc.items() if k not in CODE_KEYS}
 
 
-def config_files(plan: MergePlan, out_dtype: str | None) -> dict[str, bytes]:
+def config_files(plan: MergePlan, out_dtype: str | None, copy_tokenizer: bool = True) -> dict[str, bytes]:
     """config.json (layer count, vocabulary and dtype of the output), generation_config.json and
     the tokenizer files: the plan's tokenizer model's, grown to the output vocabulary and given
-    the chat template when the recipe asks (merge.tokenizer.files)."""
+    the chat template when the recipe asks (merge.tokenizer.files). `copy_tokenizer=False`
+    (mergekit's --no-copy-tokenizer) leaves the tokenizer out unless the recipe builds one."""
     files: dict[str, bytes] = {}
     src = Path(plan.config_model)
     if (src / "generation_config.json").is_file():
         files["generation_config.json"] = (src / "generation_config.json").read_bytes()
     if (src / "config.json").is_file():
         files["config.json"] = _config(plan, json.loads((src / "config.json").read_text()), out_dtype)
+    if not copy_tokenizer and plan.vocab is None:
+        if plan.chat_template:
+            log.warning("chat_template is not written: --no-copy-tokenizer leaves the tokenizer out")
+        return files
     files.update(tokenizer_files(Path(plan.tokenizer_model), plan.vocab, plan.chat_template))
     if "tokenizer_config.json" in files:
         doc = json.loads(files["tokenizer_config.json"])
@@ -122,7 +130,7 @@ def card_bytes(recipe: Recipe, inputs: Mapping[str, str] | None, device: str, ve
 
 def expected_folder(recipe: Recipe, *, out_dtype: str | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
                     card_recipe: Recipe | None = None, inputs: Mapping[str, str] | None = None, device: str = "",
-                    version: str = "", license: str | None = None) -> FolderSpec:
+                    version: str = "", license: str | None = None, copy_tokenizer: bool = True) -> FolderSpec:
     """What `run_merge(recipe, …)` with these arguments writes, run on `device` by mergenet
     `version`; `recipe` names local folders (as given to run_merge), `card_recipe` the recipe as
     written for the card."""
@@ -131,7 +139,7 @@ def expected_folder(recipe: Recipe, *, out_dtype: str | None = None, shard_size:
     try:
         plan = plan_merge(recipe, readers)
         layout = ShardLayout.of(tensor_layout(plan, requested), shard_size)
-        files = config_files(plan, requested)
+        files = config_files(plan, requested, copy_tokenizer)
     finally:
         for r in readers.values():
             r.close()

@@ -17,7 +17,7 @@ import torch
 
 from merge.methods.base import ParamSpec
 from merge.methods.gta import task_vectors
-from merge.methods.sparsify import topk_mask
+from merge.methods.sparsify import BLOCK, topk_mask
 
 PARAMS = (
     ParamSpec("select_topk", float, 1.0, doc="share of highest-variance entries kept"),
@@ -35,40 +35,65 @@ def sce(tensors: list[torch.Tensor], base: torch.Tensor | None, params: list[dic
     if share < 1:
         keep = _high_variance(deltas, share)
         for d in deltas:
-            d.mul_(keep)
+            d.mul_(keep)  # by a bool mask: the same bits as by 1.0/0.0, a quarter of the bytes
         del keep
     weights = torch.stack([d.square().mean() for d in deltas])
     total = float(weights.sum())
     weights = torch.full_like(weights, 1 / len(deltas)) if abs(total) < WEIGHT_SUM_EPS else weights / total
-    mixed = deltas[0].clone()
-    for d in deltas[1:]:
-        mixed.add_(d)
-    positive = mixed >= 0  # a zero sum elects +
-    mixed.zero_()
-    # The first task vector's buffer becomes the divisor once it has been added in: one
-    # tensor-sized buffer less at the peak (the embedding of a 270M model is 131 MB in float32).
-    (first, w0), *rest = zip(deltas, weights.tolist(), strict=True)
-    agree = torch.where(positive, first > 0, first < 0)
-    mixed.add_(first.mul_(agree), alpha=w0)
-    divisor = first.copy_(agree).mul_(w0)
-    for d, w in rest:
-        agree = torch.where(positive, d > 0, d < 0)
-        mixed.add_(d.mul_(agree), alpha=w)
-        divisor.add_(agree, alpha=w)
-    del agree
-    return mixed.div_(divisor.clamp_(min=DIVISOR_MIN)).add_(base)
+    return _erase_and_mix(base, deltas, weights.tolist())
+
+
+def _blocks(t: torch.Tensor) -> range:
+    """Start offsets of BLOCK-sized slices on a CPU (cache-sized scratch, bits as on whole tensors);
+    one slice on a GPU, where blocks would only multiply kernel launches."""
+    n = t.numel()
+    return range(0, n, BLOCK if t.device.type == "cpu" else max(1, n))
+
+
+def _summed(ds: list[torch.Tensor]) -> torch.Tensor:
+    """A new tensor holding ((d0 + d1) + d2) + …, in that order (the order fixes the bits)."""
+    total = ds[0].clone()
+    for d in ds[1:]:
+        total.add_(d)
+    return total
+
+
+def _erase_and_mix(base: torch.Tensor, deltas: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    """Elect each entry's sign by the sum of the task vectors, keep the agreeing entries, average
+    them with `weights`, add `base`. Block by block; each block of the first task vector is dead
+    once read, so the output is written there (no tensor-sized buffer beyond the inputs)."""
+    flat_base = base.reshape(-1)
+    flats = [d.reshape(-1) for d in deltas]
+    out = flats[0]
+    step = _blocks(flat_base).step
+    for start in _blocks(flat_base):
+        ds = [f[start:start + step] for f in flats]
+        mixed = _summed(ds)
+        positive = mixed >= 0  # a zero sum elects +
+        mixed.zero_()
+        divisor = torch.zeros_like(mixed)
+        for d, w in zip(ds, weights, strict=True):
+            agree = torch.where(positive, d > 0, d < 0)
+            mixed.add_(d.mul_(agree), alpha=w)
+            divisor.add_(agree, alpha=w)
+        torch.add(mixed.div_(divisor.clamp_(min=DIVISOR_MIN)), flat_base[start:start + step], out=ds[0])
+    return out.reshape(base.shape)
 
 
 def _high_variance(deltas: list[torch.Tensor], share: float) -> torch.Tensor:
-    """0/1 mask of the int(nonzero · share) entries with the largest variance across models."""
+    """Bool mask of the int(nonzero · share) entries with the largest variance across models."""
     if share <= 0:
-        return torch.zeros_like(deltas[0])
+        return torch.zeros_like(deltas[0], dtype=torch.bool)
     n = len(deltas)
-    mean = sum(deltas[1:], deltas[0].clone()).div_(n)
-    var = torch.zeros_like(mean)
-    for d in deltas:  # two passes, as torch.var: no cancellation between E[x²] and E[x]²
-        var.add_((d - mean).square_())
-    del mean
-    var.div_(n)
+    flats = [d.reshape(-1) for d in deltas]
+    var = torch.empty_like(flats[0])
+    step = _blocks(var).step
+    for start in _blocks(var):
+        ds = [f[start:start + step] for f in flats]
+        mean = _summed(ds).div_(n)
+        v = var[start:start + step].zero_()
+        for d in ds:  # two passes, as torch.var: no cancellation between E[x²] and E[x]²
+            v.add_((d - mean).square_())
+        v.div_(n)
     k = int(torch.count_nonzero(var) * share)  # in float32, as mergekit computes it
-    return topk_mask(var, k).to(var.dtype)
+    return topk_mask(var, k).reshape(deltas[0].shape)

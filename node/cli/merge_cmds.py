@@ -7,8 +7,9 @@ Hugging Face names (`org/name[@revision]`) are read from the local Hugging Face 
 
 mergekit-yaml's options that people paste along with a recipe work too: `--out-shard-size 1B`
 (its K/M/B counts), `--random-seed N` (recorded in the recipe's parameters), `--cuda`, and
-`--lazy-unpickle`, `--copy-tokenizer`, `--low-cpu-memory`, which change nothing here (nothing is
-ever unpickled, the tokenizer is always written, tensors always stream).
+`--no-copy-tokenizer` (no tokenizer files, unless the recipe builds a tokenizer), and
+`--lazy-unpickle`, `--low-cpu-memory`, which change nothing here (nothing is ever unpickled,
+tensors always stream).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12
               "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 KMB_UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9}  # mergekit's parse_kmb: B is a billion
-MERGEKIT_NO_OPS = ("--lazy-unpickle", "--copy-tokenizer", "--low-cpu-memory")
+MERGEKIT_NO_OPS = ("--lazy-unpickle", "--low-cpu-memory")
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -46,6 +47,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--random-seed", type=int, default=None,
                    help="seed of randomized methods (dare_*, della*); written into the recipe's parameters")
     p.add_argument("--cuda", dest="device", action="store_const", const="cuda", help="same as --device cuda")
+    p.add_argument("--copy-tokenizer", action=argparse.BooleanOptionalAction, default=True,
+                   help="write the tokenizer beside the weights (default); --no-copy-tokenizer leaves it out "
+                        "unless the recipe builds one (tokenizer_source or tokenizer:)")
     for flag in MERGEKIT_NO_OPS:
         p.add_argument(flag, action="store_true", help="accepted for mergekit-yaml compatibility; no effect")
     p.add_argument("--submit", action="store_true", help="sign and register the output as a merged model")
@@ -87,7 +91,8 @@ def run_merge_cmd(args: argparse.Namespace, ctx: Context) -> int:
         with ctx.progress("merge", unit="tensor") as bar:
             made = merge_and_submit(recipe, args.out, resolver, registry=registry,
                                     submit=Submission() if args.submit else None, device=args.device,
-                                    out_dtype=args.dtype, shard_size=args.shard_size, progress=bar)
+                                    out_dtype=args.dtype, shard_size=args.shard_size, progress=bar,
+                                    copy_tokenizer=args.copy_tokenizer)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         registry.close()

@@ -63,7 +63,8 @@ def merge_roles(recipe: Any) -> list[tuple[str, str]]:
 
 def merge_and_submit(recipe: Any, out: Path, resolver: InputResolver, *, registry: Any | None,
                      submit: Submission | None, device: str = "auto", out_dtype: str | None = None,
-                     shard_size: int | None = None, progress: Progress | None = None) -> Produced:
+                     shard_size: int | None = None, progress: Progress | None = None,
+                     copy_tokenizer: bool = True) -> Produced:
     """Merge `recipe` (references as written) into `out`; register it when `submit` is given."""
     from merge.executor import DEFAULT_SHARD_SIZE, run_merge
 
@@ -77,7 +78,8 @@ def merge_and_submit(recipe: Any, out: Path, resolver: InputResolver, *, registr
 
     result = run_merge(runnable, out, device=device, out_dtype=out_dtype, progress=progress,
                        shard_size=shard_size or DEFAULT_SHARD_SIZE, inputs=card_inputs, card_recipe=recipe,
-                       version=MERGENET_VERSION, license=submit.license if submit else None)
+                       version=MERGENET_VERSION, license=submit.license if submit else None,
+                       copy_tokenizer=copy_tokenizer)
     if not inputs:
         inputs[:] = named()
     extra = submit or Submission()

@@ -62,6 +62,16 @@ def test_sce(n, select_topk):
     torch.testing.assert_close(ours("sce", xs, base, shared), theirs("sce", xs, base, shared), **EXACT)
 
 
+def test_sce_on_a_tensor_of_several_blocks():
+    from merge.methods.sparsify import BLOCK
+
+    # Past one CPU block (and not a multiple of it): the blockwise variance and erase steps must
+    # give what whole-tensor arithmetic gives.
+    base, xs = tensors(3, seed=11, shape=(BLOCK // 500 + 7, 1000))
+    shared = {"select_topk": 0.5}
+    torch.testing.assert_close(ours("sce", xs, base, shared), theirs("sce", xs, base, shared), **EXACT)
+
+
 def test_sce_tiny_task_vectors_weigh_uniformly():
     base, xs = tensors(3, seed=5, scale=1e-4)  # mean squares ~1e-8: below mergekit's 1e-6 weight floor
     torch.testing.assert_close(ours("sce", xs, base), theirs("sce", xs, base), **EXACT)

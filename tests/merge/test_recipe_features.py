@@ -178,6 +178,30 @@ def test_mergekit_yaml_options(families, cli, tmp_path):
     assert bad.code == 2 and "K, M or B" in bad.err
 
 
+def test_no_copy_tokenizer_leaves_the_tokenizer_out_unless_the_recipe_builds_one(families, cli, tmp_path):
+    base, (e1, _) = families["llama"]
+    plain = {"merge_method": "linear", "dtype": "float32",
+             "models": [{"model": str(base), "parameters": {"weight": 0.5}},
+                        {"model": str(e1), "parameters": {"weight": 0.5}}]}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(plain))
+    assert cli("merge", recipe, "-o", tmp_path / "with").code == 0
+    res = cli("merge", recipe, "-o", tmp_path / "without", "--no-copy-tokenizer")
+    assert res.code == 0, res.err
+    with_files = {p.name for p in (tmp_path / "with").iterdir()}
+    without = {p.name for p in (tmp_path / "without").iterdir()}
+    tokenizer = with_files - without
+    assert "tokenizer.json" in tokenizer and "tokenizer_config.json" in tokenizer
+    assert {"config.json", "model.safetensors", "README.md"} <= without
+    weights = [(tmp_path / d / "model.safetensors").read_bytes() for d in ("with", "without")]
+    assert weights[0] == weights[1]
+    # A recipe that builds its tokenizer (tokenizer_source) still writes it, as mergekit does.
+    built = tmp_path / "built.yaml"
+    built.write_text(yaml.safe_dump({**plain, "tokenizer_source": "base", "base_model": str(base)}))
+    assert cli("merge", built, "-o", tmp_path / "built", "--no-copy-tokenizer").code == 0
+    assert (tmp_path / "built" / "tokenizer.json").is_file()
+
+
 def test_hugging_face_names_resolve_offline_from_the_cache(model_copy, tmp_path):
     """`org/name`, `org/name@revision` and bare `name` read the cached snapshot in place; a name
     never downloaded is exit 2 saying to download it; the cache is only read."""
