@@ -14,15 +14,19 @@ where transformers renames at load (GPT-NeoX's `embed_out` is `lm_head` in trans
 from __future__ import annotations
 
 import logging
+import tempfile
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from merge.errors import MergeInputError
 from merge.executor import merge_tensor, tensor_generator
 from merge.io import DTYPES, ModelReader
-from merge.plan import Source, plan_merge
+from merge.plan import MergePlan, Source, plan_merge
 from merge.recipe import Recipe
 from merge.tokenizer.embed import align_task
+from merge.tokenizer.files import tokenizer_files
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,18 @@ def checkpoint_keys(model) -> dict[str, str]:
     return out
 
 
+def _output_tokenizer(plan: MergePlan, auto_tokenizer: Any) -> Any:
+    """The tokenizer `run_merge` would write for this plan: the source's as it is, or, when the
+    recipe builds one (`tokenizer_source: union`, `tokenizer:`), the built one, so candidates are
+    scored on the token ids the merged model will be used with."""
+    if plan.vocab is None:
+        return auto_tokenizer.from_pretrained(plan.tokenizer_model)
+    with tempfile.TemporaryDirectory(prefix="search-tokenizer-") as tmp:
+        for name, data in tokenizer_files(Path(plan.tokenizer_model), plan.vocab, plan.chat_template).items():
+            (Path(tmp) / name).write_bytes(data)
+        return auto_tokenizer.from_pretrained(tmp)
+
+
 class CandidateMerger:
     """Holds the inputs' tensors (float32) and one model skeleton for a fixed set of models."""
 
@@ -69,7 +85,7 @@ class CandidateMerger:
         if plan.vocab_rows is not None:  # tokenizer settings: the output vocabulary's row count
             config.vocab_size = plan.vocab_rows
         self.model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).to(device).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(plan.tokenizer_model)
+        self.tokenizer = _output_tokenizer(plan, AutoTokenizer)
         self._keys = checkpoint_keys(self.model)
         log.info("cached %d input tensors for %d output tensors", len(self._cache), len(plan.tasks))
 

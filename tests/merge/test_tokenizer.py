@@ -262,3 +262,25 @@ def test_named_templates_are_mergekits():
     assert set(NAMED_TEMPLATES) == shipped
     for name, text in NAMED_TEMPLATES.items():
         assert text == files(chat_templates).joinpath(f"{name}.jinja").read_text()
+
+
+def test_search_scores_candidates_with_the_tokenizer_the_merge_writes(models, tmp_path):
+    """A union recipe's candidates are evaluated with the union tokenizer (so the tokens only
+    model b knows are real tokens, as in the written model), not with the base's."""
+    from transformers import AutoTokenizer
+
+    from merge.search.candidate import CandidateMerger
+
+    recipe = load_recipe(recipes(models)["union"])
+    run_merge(recipe, tmp_path / "out", device="cpu")
+    written = AutoTokenizer.from_pretrained(str(tmp_path / "out"))
+    merger = CandidateMerger(recipe, torch.device("cpu"))
+    try:
+        text = f"{SPECIAL} hello world"
+        assert merger.tokenizer.get_vocab() == written.get_vocab()
+        assert merger.tokenizer(text)["input_ids"] == written(text)["input_ids"]
+        assert SPECIAL in merger.tokenizer.get_vocab()
+        assert SPECIAL not in AutoTokenizer.from_pretrained(str(models["base"])).get_vocab()
+        assert merger.tokenizer.chat_template == written.chat_template
+    finally:
+        merger.close()
