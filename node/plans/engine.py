@@ -22,6 +22,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -34,6 +35,7 @@ from node.plans.model import (
     Commit,
     Consent,
     Heartbeat,
+    Member,
     Plan,
     PlanInput,
     Requirements,
@@ -344,8 +346,7 @@ class PlanEngine:
             commit = rules.make_commit(record.plan, bids, record.secret, round, excluded)
             if commit is None:
                 return None
-            liars = [m.key_id for m in (commit.executor, *commit.verifiers)
-                     if m.key_id != self.me and not self.transport.prove(m.address, m.key_id)]
+            liars = self._challenge([m for m in (commit.executor, *commit.verifiers) if m.key_id != self.me])
             if not liars:
                 return commit
             log.warning("plan %s: %d bidder(s) failed the address challenge", record.plan_id, len(liars))
@@ -353,6 +354,16 @@ class PlanEngine:
                 bids.pop(key, None)
             self.store.update(record.plan_id, lambda r, gone=tuple(liars): replace(
                 r, unproven=tuple(dict.fromkeys((*r.unproven, *gone)))))
+
+    def _challenge(self, members: list[Member]) -> list[str]:
+        """Keys of the members whose address does not answer for them. The challenges run at
+        once: a commit whose chosen bidders all sit at silent addresses costs the tick one
+        challenge timeout, not one per member."""
+        if not members:
+            return []
+        with ThreadPoolExecutor(max_workers=len(members), thread_name_prefix="plans-prove") as pool:
+            answers = list(pool.map(lambda m: self.transport.prove(m.address, m.key_id), members))
+        return [m.key_id for m, ok in zip(members, answers, strict=True) if not ok]
 
     def _executor_gone(self, record: PlanRecord, now: float, slack: float = 1.0) -> bool:
         return rules.executor_gone(record.plan.deadline_s, record.committed_at, record.heartbeat_at, now,

@@ -133,7 +133,7 @@ def test_twenty_sybil_bids_with_huge_scores_do_not_buy_the_execution(net):
     rec = engines[2].propose(RECIPE, INPUTS, verification=VerificationPolicy(verifiers=1))
     sybils = [Identity.generate() for _ in range(20)]
     for s in sybils:  # each claims a GPU and petabytes, at a live node's address
-        assert engines[2].receive("bid", sign(s, Bid(rec.plan_id, "node0:1", 2**50, True, 1e12, "cuda")),
+        assert engines[2].receive("bid", sign(s, Bid(rec.plan_id, "127.0.0.1:1", 2**50, True, 1e12, "cuda")),
                                   sender=f"127.0.0.{66 + sybils.index(s)}:1")
     hub.now = rec.plan.created + 2
     engines[2].tick()

@@ -35,3 +35,39 @@ def test_sybil_bids_never_win_and_never_stall_the_plan(net):  # noqa: F811
     assert set(r.unproven) <= {s.key_id for s in sybils}
     # Other nodes re-derived the same choice from the bids the commit carries.
     assert all(e.store.get(rec.plan_id).state == PUBLISHED for e in engines)
+
+
+def test_the_chosen_bidders_are_challenged_at_once(net):  # noqa: F811
+    """Every chosen member's address is challenged concurrently: silent addresses cost a commit
+    one challenge timeout, not one per member (the tick waits for the challenges)."""
+    import threading
+    import time
+
+    build, *_ = net
+    engines, _ = build()
+    proposer = engines[2]
+    real = proposer.transport
+    lock = threading.Lock()
+    live = [0, 0]  # in flight now, most in flight at once
+
+    class Slow:
+        def broadcast(self, *a, **kw):
+            return real.broadcast(*a, **kw)
+
+        def prove(self, addr, key_id):
+            with lock:
+                live[0] += 1
+                live[1] = max(live[1], live[0])
+            time.sleep(0.3)  # a silent address, shortened
+            with lock:
+                live[0] -= 1
+            return real.prove(addr, key_id)
+
+    proposer.transport = Slow()
+    rec = proposer.propose(RECIPE, INPUTS)
+    proposer.tick(now=rec.plan.created + 2)
+    r = proposer.store.get(rec.plan_id)
+    commit = r.commit.body
+    others = [m for m in (commit.executor, *commit.verifiers) if m.key_id != proposer.me]
+    assert len(others) >= 2 and live[1] == len(others)
+    assert r.state == PUBLISHED, (r.state, r.reason)

@@ -109,7 +109,7 @@ def make_net(tmp_path):
     def build(consent_policy="accept", verdicts=(True, True, True)):
         jobs = []
         for i, ident in enumerate(ids):
-            addr = f"node{i}:1"
+            addr = f"127.0.0.{i + 1}:1"
             j = Jobs(verdicts[i])
             hub.engines[addr] = PlanEngine(PlanStore(tmp_path / f"n{i}"), ident,
                                            EngineConfig(addr, consent_policy if i == 1 else "accept",

@@ -184,7 +184,7 @@ def test_dead_executor_is_replaced_and_its_late_result_ignored(net):
     first = engines[2].store.get(rec.plan_id).commit.body
     dead = next(i for i, ident in enumerate(ids) if ident.key_id == first.executor.key_id)
     assert dead != 2
-    hub.dead.add(f"node{dead}:1")
+    hub.dead.add(f"127.0.0.{dead + 1}:1")
     for i, j in enumerate(jobs):
         if i != dead:
             j.deferred = None  # the living nodes work at once from now on
@@ -213,7 +213,7 @@ def test_dead_executor_without_replacement_fails(net):
     rec = engines[2].propose(RECIPE, INPUTS)  # k=2: the two other nodes are all there is
     engines[2].tick(now=rec.plan.created + 2)
     first = engines[2].store.get(rec.plan_id).commit.body
-    hub.dead.add(next(f"node{i}:1" for i, ident in enumerate(ids) if ident.key_id == first.executor.key_id))
+    hub.dead.add(next(f"127.0.0.{i + 1}:1" for i, ident in enumerate(ids) if ident.key_id == first.executor.key_id))
     hub.now += 31
     engines[2].tick()
     r = engines[2].store.get(rec.plan_id)
