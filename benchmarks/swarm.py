@@ -51,6 +51,7 @@ from node.errors import PeerError  # noqa: E402
 from node.network.client import network_info  # noqa: E402
 from node.network.dht_records import RECORD_EXPIRY_S  # noqa: E402
 from node.network.remote import list_remote  # noqa: E402
+from node.plans.errors import UnknownPlanError  # noqa: E402
 
 DEFAULT_N = 16
 POLL_S = 0.25
@@ -121,7 +122,7 @@ def wait_all(nodes: list[NodeProc], done: Callable[[NodeProc], bool], timeout: f
             try:
                 if done(node):
                     return node.name, time.monotonic() - start
-            except PeerError:
+            except (PeerError, UnknownPlanError):  # unreachable for now, or the plan has not reached it yet
                 pass
             time.sleep(POLL_S)
         return node.name, None

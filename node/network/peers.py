@@ -61,7 +61,13 @@ class Peer:
     failures: int = 0  # calls in a row it did not answer
 
     def avoided(self, now: float) -> bool:
+        """Not to be dialled now (it misbehaved, or its back-off after failing to answer runs)."""
         return self.bad_until > now or self.retry_at > now
+
+    def usable(self, now: float) -> bool:
+        """Good: not avoided and not failing (one that stopped answering is good again only once
+        it answers; until then announce rounds retry it when its back-off is over)."""
+        return not self.avoided(now) and self.failures == 0
 
 
 def _recency(peer: Peer) -> tuple[float, float]:
@@ -170,11 +176,12 @@ class PeerTable:
     def _good(self) -> list[Peer]:
         now = time.time()
         with self._lock:
-            peers = [p for p in self._peers.values() if not p.avoided(now)]
+            peers = [p for p in self._peers.values() if p.usable(now)]
         return sorted(peers, key=_recency, reverse=True)
 
     def good(self) -> list[str]:
-        """Addresses not currently marked bad, most recently seen first (then most recently heard)."""
+        """Addresses not marked bad and not failing to answer, most recently seen first (then most
+        recently heard)."""
         return [p.addr for p in self._good()]
 
     def gossip(self) -> list[Peer]:
@@ -183,11 +190,16 @@ class PeerTable:
 
     def round_targets(self) -> list[str]:
         """Whom one announce round dials: every good peer we contacted or were told of by the
-        operator, plus at most MAX_UNSEEN_PER_ROUND others (most recently heard first)."""
+        operator, the unanswering ones whose back-off is over (one more try), plus at most
+        MAX_UNSEEN_PER_ROUND others (most recently heard first)."""
         peers = self._good()
         known = [p.addr for p in peers if p.last_seen or p.source == FLAG]
         unseen = [p.addr for p in peers if not (p.last_seen or p.source == FLAG)]
-        return known + unseen[:MAX_UNSEEN_PER_ROUND]
+        now = time.time()
+        with self._lock:
+            retry = sorted((p for p in self._peers.values() if p.failures and not p.avoided(now)), key=_recency,
+                           reverse=True)
+        return known + [p.addr for p in retry] + unseen[:MAX_UNSEEN_PER_ROUND]
 
     def all(self) -> list[Peer]:
         with self._lock:

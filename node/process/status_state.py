@@ -51,7 +51,7 @@ def node_state(node: Any) -> dict[str, Any]:
 
 def _peer(peer: Any) -> dict[str, Any]:
     return {"addr": peer.addr, "key_id": peer.key_id, "version": peer.version, "source": peer.source,
-            "last_seen": peer.last_seen, "bad": peer.avoided(time.time()), "bad_reason": peer.bad_reason}
+            "last_seen": peer.last_seen, "bad": not peer.usable(time.time()), "bad_reason": peer.bad_reason}
 
 
 def _model(rec: Any, records: dict[str, Any], trusted: bool, holders: list[str]) -> dict[str, Any]:

@@ -64,9 +64,13 @@ def test_an_unanswering_peer_is_avoided_for_a_doubling_while_and_forgiven_when_i
         waits.append(now[0] - start)
     # One timeout costs a short pause, not the ten minutes a liar gets; repeated ones back off.
     assert waits == [15.0, 30.0, 60.0, 120.0, 240.0, 480.0, 600.0, 600.0]
+    # Its back-off is over: rounds try it again, but it is not a good peer (not gossiped, not
+    # counted) until it answers.
+    assert "127.0.0.1:2" in table.round_targets() and table.good() == []
     table.mark_unreachable("127.0.0.1:2", "UNAVAILABLE")
     table.seen("127.0.0.1:2")  # it answered: no longer avoided, and the next failure starts over
     assert not table.is_bad("127.0.0.1:2") and table.contacted("127.0.0.1:2")
+    assert table.good() == ["127.0.0.1:2"]
     table.mark_unreachable("127.0.0.1:2", "UNAVAILABLE")
     now[0] += 15.0
     assert not table.is_bad("127.0.0.1:2")
