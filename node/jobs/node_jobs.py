@@ -14,6 +14,7 @@ from typing import Any
 
 from node.jobs.context import JobContext
 from node.jobs.fusion_jobs import execute_fusion, verify_fusion
+from node.jobs.gpu import GpuProbe
 from node.jobs.merge_jobs import execute_merge, verify_merge
 from node.jobs.runner import JobRunner
 from node.plans import rules
@@ -44,32 +45,24 @@ def verify_plan(plan: Plan, result: Result, executor: str, ctx: JobContext) -> A
     return JOBS[plan.kind][1](plan, result, executor, ctx)
 
 
-def has_gpu() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:  # a node without torch can still relay plans; it just does not bid
-        return False
-
-
 class NodeJobs:
     def __init__(self, ctx: JobContext, runner: JobRunner | None = None, bid: bool = True) -> None:
         self.ctx = ctx
         self.runner = runner or JobRunner()
         self.will_bid = bid
-        self._gpu: bool | None = None
+        self.gpu = GpuProbe()
+        if ctx.device != "cpu":
+            self.gpu.start()
 
     def bid(self, plan: Plan, address: str) -> Bid | None:
         import psutil
 
         if not self.will_bid:
             return None
-        if self._gpu is None:
-            self._gpu = has_gpu() and self.ctx.device != "cpu"
+        gpu = self.gpu.available and self.ctx.device != "cpu"
         memory = int(psutil.virtual_memory().available)
-        score = rules.capacity_score(memory, self._gpu, os.cpu_count() or 1, self.runner.busy)
-        return Bid(plan.plan_id, address, memory, self._gpu, score, "cuda" if self._gpu else "cpu")
+        score = rules.capacity_score(memory, gpu, os.cpu_count() or 1, self.runner.busy)
+        return Bid(plan.plan_id, address, memory, gpu, score, "cuda" if gpu else "cpu")
 
     def execute(self, record: PlanRecord, progress: Callable[[int, int], None]) -> Result:
         return execute_plan(record.plan, self.ctx, progress)

@@ -76,3 +76,32 @@ def test_an_idle_node_with_the_dht_on_imports_neither_hivemind_nor_torch(tmp_pat
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=90)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+def test_bidding_on_a_plan_imports_no_torch(tmp_path):
+    """A node bids on every plan it hears of, but executes or verifies only a few: the bid must
+    not import torch (seconds inside the Offer handler, ~200 MB kept) to learn about GPUs."""
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from types import SimpleNamespace\n"
+        "from node.jobs.context import JobContext\n"
+        "from node.jobs.node_jobs import NodeJobs\n"
+        f"jobs = NodeJobs(JobContext(home=Path({str(tmp_path)!r}), key_id='k', address_fn=lambda: '127.0.0.1:1'))\n"
+        "jobs.gpu.wait(120)\n"
+        "bid = jobs.bid(SimpleNamespace(plan_id='sha256:' + '0' * 64), '127.0.0.1:1')\n"
+        "assert bid is not None and bid.memory_bytes > 0\n"
+        "print(bid.device, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    device, imported = out.stdout.split()
+    assert imported == "False" and device in ("cpu", "cuda"), out.stdout
+
+
+def test_the_gpu_probe_answers_without_torch_when_no_driver_is_present(tmp_path):
+    from node.jobs.gpu import GpuProbe
+
+    probe = GpuProbe(markers=[str(tmp_path / "no-such-device")])
+    probe.start()
+    assert probe.wait(0) and probe.available is False
