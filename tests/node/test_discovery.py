@@ -57,46 +57,46 @@ def test_announce_find_forge_leave_and_reap():
     assert not alive, f"left running after stop(): {[p.name() for p in alive]}"
 
 
-def test_an_idle_node_with_the_dht_on_imports_neither_hivemind_nor_torch(tmp_path):
-    """The DHT peer runs in its own interpreter: the node process pays for neither (a fresh
-    interpreter, since this test process has imported both)."""
-    probe = (
-        "import sys\n"
-        "from pathlib import Path\n"
-        "from node.process.config import NodeConfig\n"
-        "from node.process.daemon import Node\n"
-        f"n = Node(NodeConfig(home=Path({str(tmp_path / 'home')!r}), listen='127.0.0.1:0', dht=True))\n"
-        "n.start()\n"
-        "try:\n"
-        "    assert n.discovery is not None and n.discovery.maddrs()\n"
-        "    print(sorted(m for m in ('hivemind', 'torch') if m in sys.modules))\n"
-        "finally:\n"
-        "    n.stop()\n"
-    )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=90)
+def fresh_interpreter(lines: list[str], timeout: float) -> str:
+    """Run `lines` in a new interpreter (this test process has imported torch and hivemind) and
+    return the last line it printed."""
+    out = subprocess.run([sys.executable, "-c", "\n".join(["import sys", "from pathlib import Path", *lines])],
+                         capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_an_idle_node_with_the_dht_on_imports_neither_hivemind_nor_torch(tmp_path):
+    """The DHT peer runs in its own interpreter: the node process pays for neither."""
+    last = fresh_interpreter([
+        "from node.process.config import NodeConfig",
+        "from node.process.daemon import Node",
+        f"n = Node(NodeConfig(home=Path({str(tmp_path / 'home')!r}), listen='127.0.0.1:0', dht=True))",
+        "n.start()",
+        "try:",
+        "    assert n.discovery is not None and n.discovery.maddrs()",
+        "    print(sorted(m for m in ('hivemind', 'torch') if m in sys.modules))",
+        "finally:",
+        "    n.stop()",
+    ], timeout=90)
+    assert last == "[]"
 
 
 def test_bidding_on_a_plan_imports_no_torch(tmp_path):
     """A node bids on every plan it hears of, but executes or verifies only a few: the bid must
     not import torch (seconds inside the Offer handler, ~200 MB kept) to learn about GPUs."""
-    probe = (
-        "import sys\n"
-        "from pathlib import Path\n"
-        "from types import SimpleNamespace\n"
-        "from node.jobs.context import JobContext\n"
-        "from node.jobs.node_jobs import NodeJobs\n"
-        f"jobs = NodeJobs(JobContext(home=Path({str(tmp_path)!r}), key_id='k', address_fn=lambda: '127.0.0.1:1'))\n"
-        "jobs.gpu.wait(120)\n"
-        "bid = jobs.bid(SimpleNamespace(plan_id='sha256:' + '0' * 64), '127.0.0.1:1')\n"
-        "assert bid is not None and bid.memory_bytes > 0\n"
-        "print(bid.device, 'torch' in sys.modules)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, out.stderr[-3000:]
-    device, imported = out.stdout.split()
-    assert imported == "False" and device in ("cpu", "cuda"), out.stdout
+    last = fresh_interpreter([
+        "from types import SimpleNamespace",
+        "from node.jobs.context import JobContext",
+        "from node.jobs.node_jobs import NodeJobs",
+        f"jobs = NodeJobs(JobContext(home=Path({str(tmp_path)!r}), key_id='k', address_fn=lambda: '127.0.0.1:1'))",
+        "jobs.gpu.wait(120)",
+        "bid = jobs.bid(SimpleNamespace(plan_id='sha256:' + '0' * 64), '127.0.0.1:1')",
+        "assert bid is not None and bid.memory_bytes > 0",
+        "print(bid.device, 'torch' in sys.modules)",
+    ], timeout=180)
+    device, imported = last.split()
+    assert imported == "False" and device in ("cpu", "cuda"), last
 
 
 def test_the_gpu_probe_answers_without_torch_when_no_driver_is_present(tmp_path):
