@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
+from merge.lazy import torch
 from merge.methods.sparsify import kth_largest
 
 PARAMS = ()

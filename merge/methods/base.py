@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-MethodFn = Callable[[list[torch.Tensor], torch.Tensor | None, list[dict[str, Any]], dict[str, Any],
-                     torch.Generator | None], torch.Tensor]
+MethodFn = Callable[[list["torch.Tensor"], "torch.Tensor | None", list[dict[str, Any]], dict[str, Any],
+                     "torch.Generator | None"], "torch.Tensor"]
 REQUIRED = object()  # marker default: the recipe must give a value
 
 

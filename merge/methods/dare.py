@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
+from merge.lazy import torch
 from merge.methods.base import ParamSpec
 from merge.methods.gta import combine, gta_params, task_vectors, weights_of
 from merge.methods.sparsify import bernoulli

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
+from merge.lazy import torch
 from merge.methods.base import ParamSpec
 from merge.methods.dare import PAPER_RESCALE
 from merge.methods.gta import combine, gta_params, task_vectors, weights_of

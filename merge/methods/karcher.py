@@ -13,8 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-
+from merge.lazy import torch
 from merge.methods.base import ParamSpec
 
 PARAMS = (

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from merge.errors import RecipeError
+from merge.lazy import torch
 from merge.methods.base import ParamSpec
 
 PARAMS = (

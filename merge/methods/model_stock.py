@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
+from merge.lazy import torch
 from merge.methods.base import ParamSpec
 
 PARAMS = (ParamSpec("filter_wise", bool, False, doc="one angle per row instead of per tensor"),)

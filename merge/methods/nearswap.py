@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
+from merge.lazy import torch
 from merge.methods.base import ParamSpec
 
 PARAMS = (ParamSpec("t", float, doc="distance below which the other model's value is taken whole"),)

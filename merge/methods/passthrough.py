@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
+from merge.lazy import torch
 from merge.methods.base import ParamSpec
 
 PARAMS = (ParamSpec("scale", float, None, per_model=True, doc="optional factor applied to the tensor"),)

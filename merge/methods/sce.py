@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
+from merge.lazy import torch
 from merge.methods.base import ParamSpec
 from merge.methods.gta import task_vectors
 from merge.methods.sparsify import BLOCK, topk_mask

@@ -10,8 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-
+from merge.lazy import torch
 from merge.methods.base import ParamSpec
 
 PARAMS = (ParamSpec("t", float, doc="interpolation factor: 0 = base, 1 = the other model"),)

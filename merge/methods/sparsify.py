@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
+from merge.lazy import torch
 
 # Below this many elements kthvalue on the whole tensor is cheap; above it we first bracket the
 # threshold with a strided sample so that kthvalue only sees a thin band (kthvalue copies its

@@ -99,6 +99,19 @@ def test_bidding_on_a_plan_imports_no_torch(tmp_path):
     assert imported == "False" and device in ("cpu", "cuda"), last
 
 
+def test_checking_a_plans_recipe_imports_no_torch():
+    """Every node checks the recipe of every plan it hears of (references, method, parameters);
+    only the executor and verifiers need torch."""
+    ids = ["sha256:" + c * 64 for c in "abc"]
+    last = fresh_interpreter([
+        "from merge.recipe import load_recipe",
+        f"r = load_recipe({{'merge_method': 'ties', 'base_model': {ids[0]!r}, 'parameters': {{'density': 0.5}},"
+        f" 'models': [{{'model': {ids[1]!r}, 'parameters': {{'weight': 0.5}}}}, {{'model': {ids[2]!r}}}]}})",
+        "print(len(r.model_refs()), 'torch' in sys.modules)",
+    ], timeout=60)
+    assert last == "3 False"
+
+
 def test_the_gpu_probe_answers_without_torch_when_no_driver_is_present(tmp_path):
     from node.jobs.gpu import GpuProbe
 
