@@ -5,5 +5,6 @@
 - the state machine and its persistence under the home → state.py
 - signing and verifying statements (DSSE via registry.statements) → signing.py
 - the protocol every node runs over signed statements → engine.py
+- the proposer's address-proven commit (challenges run concurrently) → choosing.py
 - the gRPC Plans servicer and gossip transport → service.py
 """

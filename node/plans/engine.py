@@ -22,11 +22,11 @@ import logging
 import secrets
 import threading
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
 from node.plans import fusion, rules
+from node.plans.choosing import proven_commit
 from node.plans.errors import ForgedStatementError, PlanError, PlanInputError, PolicyError
 from node.plans.model import (
     FUSION,
@@ -35,7 +35,6 @@ from node.plans.model import (
     Commit,
     Consent,
     Heartbeat,
-    Member,
     Plan,
     PlanInput,
     Requirements,
@@ -326,44 +325,13 @@ class PlanEngine:
         plan = record.plan
         if now < plan.created + self.config.bid_window_s:
             return
-        commit = self._proven_commit(record, round=0, excluded=())
+        commit = proven_commit(record, 0, (), self.transport, self.store, self.me)
         if commit is not None:
             self._emit(commit)
         elif now >= plan.created + self.config.bid_deadline_s:
             why = (f"not enough suitable bidders: {len(record.bids)} bid; the plan needs an executor that meets "
                    f"its requirements and {plan.verification.verifiers} verifiers")
             self.store.update(plan.plan_id, lambda r: try_advance(r, FAILED, why))
-
-    def _proven_commit(self, record: PlanRecord, round: int, excluded: tuple[str, ...]) -> Commit | None:
-        """The rule's commit over the bids whose address answers for their key (a Sybil that
-        borrowed a live node's address cannot sign for it): a chosen member that fails the
-        challenge is left out for good (remembered in the record, so later ticks go on from the
-        next candidates instead of challenging the same Sybils again) and the choice made again,
-        until every chosen member passes."""
-        unproven = set(record.unproven)
-        bids = {key: (s.body, s.bundle) for key, s in record.bids.items() if key not in unproven}
-        while True:
-            commit = rules.make_commit(record.plan, bids, record.secret, round, excluded)
-            if commit is None:
-                return None
-            liars = self._challenge([m for m in (commit.executor, *commit.verifiers) if m.key_id != self.me])
-            if not liars:
-                return commit
-            log.warning("plan %s: %d bidder(s) failed the address challenge", record.plan_id, len(liars))
-            for key in liars:
-                bids.pop(key, None)
-            self.store.update(record.plan_id, lambda r, gone=tuple(liars): replace(
-                r, unproven=tuple(dict.fromkeys((*r.unproven, *gone)))))
-
-    def _challenge(self, members: list[Member]) -> list[str]:
-        """Keys of the members whose address does not answer for them. The challenges run at
-        once: a commit whose chosen bidders all sit at silent addresses costs the tick one
-        challenge timeout, not one per member."""
-        if not members:
-            return []
-        with ThreadPoolExecutor(max_workers=len(members), thread_name_prefix="plans-prove") as pool:
-            answers = list(pool.map(lambda m: self.transport.prove(m.address, m.key_id), members))
-        return [m.key_id for m, ok in zip(members, answers, strict=True) if not ok]
 
     def _executor_gone(self, record: PlanRecord, now: float, slack: float = 1.0) -> bool:
         return rules.executor_gone(record.plan.deadline_s, record.committed_at, record.heartbeat_at, now,
@@ -376,7 +344,7 @@ class PlanEngine:
         if not self._executor_gone(record, now):
             return
         excluded = (*current.excluded, current.executor.key_id)
-        commit = self._proven_commit(record, current.round + 1, excluded)
+        commit = proven_commit(record, current.round + 1, excluded, self.transport, self.store, self.me)
         if commit is not None:
             log.warning("plan %s: executor %s missed its deadline or heartbeats; the plan is re-bid", record.plan_id,
                         current.executor.address)
