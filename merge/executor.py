@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 # conversions and write with another's compute; on a shared machine they also spare torch's
 # intra-op barriers the stalls a single busy thread suffers. More would multiply memory.
 COMPUTE_THREADS = 2
+# Large tensors of elementwise methods are merged in row ranges of about this many entries (16 MB
+# in float32): the embedding of a 270M model alone is 131 MB per input.
+PIECE_ELEMENTS = 1 << 22
 FLOAT32_BYTES = 4
 
 
@@ -99,17 +102,40 @@ def merge_tensor(task: TensorTask, inputs: list[torch.Tensor], base: torch.Tenso
 
 
 def _load(readers: dict[str, ModelReader], task: TensorTask, device: torch.device,
-          ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+          rows: tuple[int, int] | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     def get(src):
-        return readers[src.model].get(src.tensor, device=device) if src else None
+        return readers[src.model].get(src.tensor, device=device, row_range=rows) if src else None
 
     inputs, base = [get(s) for s in task.inputs], get(task.base)
     return align_task(task.vocab, task, inputs, base) if task.vocab is not None else (inputs, base)
 
 
-def _compute(readers: dict[str, ModelReader], plan: MergePlan, task: TensorTask, device: torch.device) -> torch.Tensor:
-    inputs, base = _load(readers, task, device)
-    return merge_tensor(task, inputs, base, method=plan.method, device=device, consume=True)
+def _pieces(task: TensorTask, method: MergeMethod, device: torch.device) -> list[tuple[int, int]] | None:
+    """Row ranges of about PIECE_ELEMENTS entries to merge `task` in, or None to merge it whole:
+    only for elementwise methods (same bits either way) on a CPU, without vocabulary alignment."""
+    n = math.prod(task.shape)
+    if not (method.elementwise and task.mergeable and task.vocab is None and device.type == "cpu"
+            and len(task.shape) >= 2 and n > PIECE_ELEMENTS):
+        return None
+    rows = task.shape[0]
+    step = max(1, PIECE_ELEMENTS // (n // rows))
+    return [(a, min(a + step, rows)) for a in range(0, rows, step)]
+
+
+def _compute(readers: dict[str, ModelReader], plan: MergePlan, task: TensorTask, device: torch.device,
+             out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """One output tensor in `out_dtype`; large tensors of elementwise methods piece by piece into
+    the output buffer, so the inputs are never all held whole."""
+    pieces = _pieces(task, plan.method, device)
+    if pieces is None:
+        inputs, base = _load(readers, task, device)
+        return merge_tensor(task, inputs, base, method=plan.method, device=device, consume=True).to(out_dtype)
+    out = CENSUS.track(torch.empty(task.shape, dtype=out_dtype))
+    for a, b in pieces:
+        inputs, base = _load(readers, task, device, (a, b))
+        out[a:b] = merge_tensor(task, inputs, base, method=plan.method, device=device, consume=True)
+        del inputs, base
+    return out
 
 
 def compute_tensors(recipe: Recipe, names: list[str], device: str = "cpu") -> dict[str, torch.Tensor]:
@@ -135,10 +161,14 @@ def check_out_dir(out_dir: Path) -> None:
             break
 
 
-def _task_bytes(task: TensorTask) -> int:
-    """Upper bound on the float32 bytes one task holds: its inputs, the output and one scratch copy."""
+def _task_bytes(task: TensorTask, method: MergeMethod, device: torch.device) -> int:
+    """Upper bound on the float32 bytes one task holds: its inputs, the output and one scratch
+    copy; merged in pieces, the whole output and that much per piece."""
     n_in = len(task.inputs) + (task.base is not None)
-    return (n_in + 2) * math.prod(task.shape) * FLOAT32_BYTES
+    n = math.prod(task.shape)
+    if _pieces(task, method, device) is not None:
+        return (n + (n_in + 2) * PIECE_ELEMENTS) * FLOAT32_BYTES
+    return (n_in + 2) * n * FLOAT32_BYTES
 
 
 def _stream(plan: MergePlan, readers: dict[str, ModelReader], writer: ShardedWriter,
@@ -146,9 +176,9 @@ def _stream(plan: MergePlan, readers: dict[str, ModelReader], writer: ShardedWri
             progress: Callable[[int, int], None] | None) -> None:
     """The loop itself: tasks computed on COMPUTE_THREADS threads (one on a GPU), written in order."""
     def compute(i: int) -> torch.Tensor:
-        return _compute(readers, plan, plan.tasks[i], dev).to(layout[i][2])
+        return _compute(readers, plan, plan.tasks[i], dev, layout[i][2])
 
-    costs = [_task_bytes(t) for t in plan.tasks]
+    costs = [_task_bytes(t, plan.method, dev) for t in plan.tasks]
     budget = max(costs, default=0)  # in flight: never more than the largest task alone would hold
     threads = COMPUTE_THREADS if dev.type == "cpu" else 1
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="merge-compute")

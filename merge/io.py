@@ -180,25 +180,34 @@ class ModelReader:
                 self._fds[file] = os.open(file, os.O_RDONLY)
             return self._fds[file]
 
-    def get_raw(self, name: str) -> torch.Tensor:
-        """The tensor in its stored dtype, in a fresh CPU buffer the caller owns."""
+    def get_raw(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """The tensor in its stored dtype, in a fresh CPU buffer the caller owns; `rows=(a, b)`
+        reads only rows a..b-1 of the first dimension (only those bytes are read)."""
         info = self.info(name)
+        start, shape = info.start, info.shape
         nbytes = info.end - info.start
+        if rows is not None:
+            a, b = rows
+            if not shape or not 0 <= a <= b <= shape[0]:
+                raise MergeInputError(f"rows {a}..{b} are outside tensor {name} of shape {list(shape)}")
+            row_bytes = nbytes // shape[0] if shape[0] else 0
+            start, nbytes, shape = start + a * row_bytes, (b - a) * row_bytes, (b - a, *shape[1:])
         buf = torch.empty(nbytes, dtype=torch.uint8)
         view = memoryview(buf.numpy()) if nbytes else memoryview(b"")
         fd, done = self._fd(info.file), 0
         while done < nbytes:
-            n = os.preadv(fd, [view[done:]], info.start + done)
+            n = os.preadv(fd, [view[done:]], start + done)
             if n <= 0:
                 raise MergeInputError(f"{info.file} is truncated: tensor {name} ends past the end of the file")
             done += n
-        return buf.view(info.torch_dtype).reshape(info.shape)
+        return buf.view(info.torch_dtype).reshape(shape)
 
     def get(self, name: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = torch.float32,
-            rows: int | None = None) -> torch.Tensor:
+            rows: int | None = None, row_range: tuple[int, int] | None = None) -> torch.Tensor:
         """A fresh tensor (converted to `dtype` for floating tensors) on `device`, counted in CENSUS.
-        `rows` keeps only the first rows (vocabulary alignment)."""
-        t = self.get_raw(name)
+        `rows` keeps only the first rows (vocabulary alignment); `row_range=(a, b)` reads only rows
+        a..b-1 (streaming a large tensor in pieces)."""
+        t = self.get_raw(name, row_range)
         if rows is not None and rows < t.shape[0]:
             t = t[:rows]
         convert = dtype is not None and t.is_floating_point()

@@ -43,9 +43,9 @@ RECIPE_PARAMS = {
 METHODS: dict[str, MergeMethod] = {
     m.name: m for m in (
         MergeMethod("linear", linear.linear, linear.PARAMS, needs_base=False, randomized=False,
-                    reference=linear.REFERENCE),
+                    reference=linear.REFERENCE, elementwise=True),
         MergeMethod("task_arithmetic", task_arithmetic.task_arithmetic, task_arithmetic.PARAMS, needs_base=True,
-                    randomized=False, reference=task_arithmetic.REFERENCE),
+                    randomized=False, reference=task_arithmetic.REFERENCE, elementwise=True),
         MergeMethod("ties", ties.ties, ties.PARAMS, needs_base=True, randomized=False, reference=ties.REFERENCE),
         MergeMethod("dare_ties", dare.dare_ties, dare.PARAMS, needs_base=True, randomized=True,
                     reference=dare.REFERENCE),

@@ -50,7 +50,9 @@ class MergeMethod:
     `base_optional`: a `base_model`, when the recipe names one, is the origin of the task vectors
     (passed as `base`); without one the inputs are merged as they are. `base_as_input`: a named
     `base_model` is merged as one more ordinary input, as mergekit does for methods that ignore
-    the base (it adds the base to every slice's inputs).
+    the base (it adds the base to every slice's inputs). `elementwise`: each output entry depends
+    only on the same entry of the inputs (no norms, ranks or random draws over the tensor), so the
+    executor may merge a large tensor in row ranges and get the same bits.
     """
 
     name: str
@@ -63,6 +65,7 @@ class MergeMethod:
     max_inputs: int | None = None
     base_optional: bool = False
     base_as_input: bool = False
+    elementwise: bool = False
 
     def param(self, name: str) -> ParamSpec | None:
         return next((p for p in self.params if p.name == name), None)

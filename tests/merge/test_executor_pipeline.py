@@ -45,16 +45,34 @@ def test_tasks_in_flight_never_hold_more_than_the_largest_task(tmp_path):
     assert list(out) == [f"model.layers.{i}.mlp.up_proj.weight" for i in range(N_LAYERS)]
 
 
+def test_an_elementwise_merge_in_row_pieces_never_holds_its_inputs_whole(tmp_path, monkeypatch):
+    import merge.executor as executor
+
+    folders = _models(tmp_path)
+    recipe = load_recipe({"merge_method": "task_arithmetic", "base_model": str(folders[0]), "models": [
+        {"model": str(folders[1]), "parameters": {"weight": 0.5}},
+        {"model": str(folders[2]), "parameters": {"weight": 0.7}}]})
+    run_merge(recipe, tmp_path / "whole", device="cpu")
+    whole_peak = CENSUS.peak_bytes
+    monkeypatch.setattr(executor, "PIECE_ELEMENTS", 10_000)  # 19-row pieces of a 256-row tensor
+    run_merge(recipe, tmp_path / "pieces", device="cpu")
+    tensor = SHAPE[0] * SHAPE[1] * 4
+    assert CENSUS.peak_bytes <= 2 * (tensor + 5 * 19 * SHAPE[1] * 4)  # two tasks: output + one piece's worth
+    assert CENSUS.peak_bytes < whole_peak / 2
+    whole, pieces = ((tmp_path / d / "model.safetensors").read_bytes() for d in ("whole", "pieces"))
+    assert whole == pieces
+
+
 def test_a_failing_tensor_stops_the_merge_and_leaves_no_folder(tmp_path, monkeypatch):
     import merge.executor as executor
 
     folders = _models(tmp_path)
     real = executor._compute
 
-    def failing(readers, plan, task, dev):
+    def failing(readers, plan, task, dev, *args):
         if task.name.startswith("model.layers.3."):
             raise MergeError(f"tensor {task.name} failed")
-        return real(readers, plan, task, dev)
+        return real(readers, plan, task, dev, *args)
 
     monkeypatch.setattr(executor, "_compute", failing)
     with pytest.raises(MergeError, match=r"layers\.3\."):

@@ -220,6 +220,19 @@ def test_output_bytes_match_golden(name, inputs, tmp_path):
     assert not differing, f"{name}: output bytes changed for {differing}"
 
 
+@pytest.mark.parametrize("name", ["linear", "linear_f32", "task_arithmetic"])
+@pytest.mark.parametrize("piece", [1 << 18, 12_345])
+def test_elementwise_methods_merged_in_row_pieces_write_the_golden_bytes(name, piece, inputs, tmp_path, monkeypatch):
+    """Large tensors of elementwise methods are merged in row ranges (executor.PIECE_ELEMENTS);
+    with pieces small enough to split every vocab-sized and MLP tensor here, at row boundaries
+    that are and are not powers of two, not one bit changes."""
+    import merge.executor as executor
+
+    monkeypatch.setattr(executor, "PIECE_ELEMENTS", piece)
+    got = output_digests(recipes(*inputs)[name], tmp_path / "out")
+    assert got == EXPECTED[name]
+
+
 def test_every_recipe_is_pinned(inputs):
     assert set(recipes(*inputs)) == set(EXPECTED)
 
