@@ -110,12 +110,15 @@ def _load(readers: dict[str, ModelReader], task: TensorTask, device: torch.devic
     return align_task(task.vocab, task, inputs, base) if task.vocab is not None else (inputs, base)
 
 
-def _pieces(task: TensorTask, method: MergeMethod, device: torch.device) -> list[tuple[int, int]] | None:
+def _pieces(task: TensorTask, method: MergeMethod, device: torch.device,
+            readers: dict[str, ModelReader]) -> list[tuple[int, int]] | None:
     """Row ranges of about PIECE_ELEMENTS entries to merge `task` in, or None to merge it whole:
-    only for elementwise methods (same bits either way) on a CPU, without vocabulary alignment."""
+    only for elementwise methods (same bits either way) on a CPU, without vocabulary alignment,
+    from readers that read row ranges by themselves (not a model with a LoRA applied)."""
     n = math.prod(task.shape)
+    sources = [s for s in (*task.inputs, task.base) if s is not None]
     if not (method.elementwise and task.mergeable and task.vocab is None and device.type == "cpu"
-            and len(task.shape) >= 2 and n > PIECE_ELEMENTS):
+            and len(task.shape) >= 2 and n > PIECE_ELEMENTS and all(readers[s.model].ranged for s in sources)):
         return None
     rows = task.shape[0]
     step = max(1, PIECE_ELEMENTS // (n // rows))
@@ -126,7 +129,7 @@ def _compute(readers: dict[str, ModelReader], plan: MergePlan, task: TensorTask,
              out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """One output tensor in `out_dtype`; large tensors of elementwise methods piece by piece into
     the output buffer, so the inputs are never all held whole."""
-    pieces = _pieces(task, plan.method, device)
+    pieces = _pieces(task, plan.method, device, readers)
     if pieces is None:
         inputs, base = _load(readers, task, device)
         return merge_tensor(task, inputs, base, method=plan.method, device=device, consume=True).to(out_dtype)
@@ -161,12 +164,12 @@ def check_out_dir(out_dir: Path) -> None:
             break
 
 
-def _task_bytes(task: TensorTask, method: MergeMethod, device: torch.device) -> int:
+def _task_bytes(task: TensorTask, method: MergeMethod, device: torch.device, readers: dict[str, ModelReader]) -> int:
     """Upper bound on the float32 bytes one task holds: its inputs, the output and one scratch
     copy; merged in pieces, the whole output and that much per piece."""
     n_in = len(task.inputs) + (task.base is not None)
     n = math.prod(task.shape)
-    if _pieces(task, method, device) is not None:
+    if _pieces(task, method, device, readers) is not None:
         return (n + (n_in + 2) * PIECE_ELEMENTS) * FLOAT32_BYTES
     return (n_in + 2) * n * FLOAT32_BYTES
 
@@ -178,7 +181,7 @@ def _stream(plan: MergePlan, readers: dict[str, ModelReader], writer: ShardedWri
     def compute(i: int) -> torch.Tensor:
         return _compute(readers, plan, plan.tasks[i], dev, layout[i][2])
 
-    costs = [_task_bytes(t, plan.method, dev) for t in plan.tasks]
+    costs = [_task_bytes(t, plan.method, dev, readers) for t in plan.tasks]
     budget = max(costs, default=0)  # in flight: never more than the largest task alone would hold
     threads = COMPUTE_THREADS if dev.type == "cpu" else 1
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="merge-compute")

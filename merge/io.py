@@ -180,6 +180,9 @@ class ModelReader:
                 self._fds[file] = os.open(file, os.O_RDONLY)
             return self._fds[file]
 
+    # Row ranges are read from the file alone (merge.executor merges large tensors in pieces).
+    ranged = True
+
     def get_raw(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
         """The tensor in its stored dtype, in a fresh CPU buffer the caller owns; `rows=(a, b)`
         reads only rows a..b-1 of the first dimension (only those bytes are read)."""

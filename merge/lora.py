@@ -162,7 +162,13 @@ class LoraReader(ModelReader):
                 raise MergeInputError(f"adapter {adapter.folder}: its update of {name} has shape {list(got)} but the "
                                       f"model's tensor is {list(shape)}")
 
-    def get_raw(self, name: str) -> torch.Tensor:
+    # ΔW = B·A is computed for the whole tensor (rows of a product would round differently), so
+    # the executor reads these models whole rather than in row pieces.
+    ranged = False
+
+    def get_raw(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        if rows is not None:
+            return self.get_raw(name)[rows[0]:rows[1]].clone()
         if name in self.adapter.replaced:
             t = self.adapter.reader.get_raw(self.adapter.replaced[name]).to(self.info(name).torch_dtype)
         else:

@@ -83,6 +83,34 @@ def test_same_merge_as_mergekit_yaml(model_copy, tmp_path):
         torch.testing.assert_close(ours[name], theirs[name], **CLOSE, msg=name)
 
 
+def test_row_pieces_leave_an_adapted_model_whole(model_copy, tmp_path, monkeypatch):
+    """ΔW is computed per whole tensor, so a merge with a `model+lora` input is never split into
+    row pieces (the executor asks the reader), and a row range read still matches the tensor."""
+    import merge.executor as executor
+    from merge.plan import plan_merge
+
+    base, e1 = model_copy("llama", 0), model_copy("llama", 1)
+    make_adapter(base, tmp_path / "lora", ["q_proj", "gate_proj"], seed=3)
+    recipe = load_recipe({"merge_method": "linear", "dtype": "float32",
+                          "models": [{"model": f"{base}+{tmp_path / 'lora'}", "parameters": {"weight": 0.6}},
+                                     {"model": str(e1), "parameters": {"weight": 0.4}}]})
+    run_merge(recipe, tmp_path / "whole", device="cpu")
+    monkeypatch.setattr(executor, "PIECE_ELEMENTS", 64)
+    readers: dict = {}
+    plan = plan_merge(recipe, readers)
+    try:
+        q = next(t for t in plan.tasks if "q_proj" in t.name)
+        assert executor._pieces(q, plan.method, torch.device("cpu"), readers) is None
+        lora = readers[q.inputs[0].model]
+        assert torch.equal(lora.get(q.inputs[0].tensor, row_range=(2, 5)), lora.get(q.inputs[0].tensor)[2:5])
+    finally:
+        for r in readers.values():
+            r.close()
+    run_merge(recipe, tmp_path / "small-pieces", device="cpu")
+    a, b = ((tmp_path / d / "model.safetensors").read_bytes() for d in ("whole", "small-pieces"))
+    assert a == b
+
+
 def test_long_form_reference_is_the_same_input(model_copy, tmp_path):
     model = model_copy("llama", 0)
     make_adapter(model, tmp_path / "ad", ["q_proj"])
