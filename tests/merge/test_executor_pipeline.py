@@ -79,3 +79,17 @@ def test_a_failing_tensor_stops_the_merge_and_leaves_no_folder(tmp_path, monkeyp
         run_merge(load_recipe(_ties(*folders)), tmp_path / "out", device="cpu")
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_row_range_reads_are_exact_and_bounded(tmp_path):
+    from merge.io import ModelReader
+
+    folders = _models(tmp_path)
+    name = "model.layers.0.mlp.up_proj.weight"
+    with ModelReader(folders[0]) as reader:
+        whole = reader.get(name)
+        assert torch.equal(reader.get(name, row_range=(17, 40)), whole[17:40])
+        assert reader.get(name, row_range=(5, 5)).shape == (0, SHAPE[1])
+        for bad in ((-1, 3), (3, 2), (0, SHAPE[0] + 1)):
+            with pytest.raises(MergeError, match="outside tensor"):
+                reader.get(name, row_range=bad)
