@@ -19,6 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 # Gossip and ad pushes are short; a slow peer must not stall the announce loop.
 GOSSIP_TIMEOUT_S = 3.0
+GOSSIP_WORKERS = 8
 GOODBYE_TIMEOUT_S = 1.0
 MAX_CACHED_ADS = 4096
 # One listing fetches at most this many unknown manifests, so a peer claiming thousands of
@@ -272,10 +274,17 @@ class Network:
             self._gossip_round(self.record(), targets)
 
     def _gossip_round(self, record: NodeRecord, targets: list[str]) -> None:
+        """Gossip with `targets`, GOSSIP_WORKERS at a time: a silent address costs the round one
+        GOSSIP_TIMEOUT_S, not one per silent address in a row."""
         ads = [convert.ad_to_pb(ad) for ad in (self.view.ad(i) for i in record.models) if ad is not None]
         me = convert.peer_to_pb(self.self_ref)
-        for addr in targets:
-            self._gossip_with(addr, me, ads)
+        if len(targets) <= 1:
+            for addr in targets:
+                self._gossip_with(addr, me, ads)
+            return
+        with ThreadPoolExecutor(max_workers=min(GOSSIP_WORKERS, len(targets)), thread_name_prefix="gossip") as pool:
+            for future in [pool.submit(self._gossip_with, addr, me, ads) for addr in targets]:
+                future.result()
 
     def _gossip_with(self, addr: str, me: pb.PeerInfo, ads: list[pb.ModelAd]) -> None:
         known = [convert.peer_to_pb(PeerRef(p.addr, p.key_id, p.version)) for p in self.peers.gossip()]

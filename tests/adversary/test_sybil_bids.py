@@ -40,28 +40,19 @@ def test_sybil_bids_never_win_and_never_stall_the_plan(net):  # noqa: F811
 def test_the_chosen_bidders_are_challenged_at_once(net):  # noqa: F811
     """Every chosen member's address is challenged concurrently: silent addresses cost a commit
     one challenge timeout, not one per member (the tick waits for the challenges)."""
-    import threading
-    import time
+    from tests.node.overlap import Overlap
 
     build, *_ = net
     engines, _ = build()
     proposer = engines[2]
     real = proposer.transport
-    lock = threading.Lock()
-    live = [0, 0]  # in flight now, most in flight at once
+    overlap = Overlap(hold_s=0.3)
 
     class Slow:
         def broadcast(self, *a, **kw):
             return real.broadcast(*a, **kw)
 
-        def prove(self, addr, key_id):
-            with lock:
-                live[0] += 1
-                live[1] = max(live[1], live[0])
-            time.sleep(0.3)  # a silent address, shortened
-            with lock:
-                live[0] -= 1
-            return real.prove(addr, key_id)
+        prove = staticmethod(overlap.wrap(real.prove))
 
     proposer.transport = Slow()
     rec = proposer.propose(RECIPE, INPUTS)
@@ -69,5 +60,5 @@ def test_the_chosen_bidders_are_challenged_at_once(net):  # noqa: F811
     r = proposer.store.get(rec.plan_id)
     commit = r.commit.body
     others = [m for m in (commit.executor, *commit.verifiers) if m.key_id != proposer.me]
-    assert len(others) >= 2 and live[1] == len(others)
+    assert len(others) >= 2 and overlap.most == len(others)
     assert r.state == PUBLISHED, (r.state, r.reason)

@@ -135,3 +135,26 @@ def test_advertised_address(tmp_path):
         NodeConfig(home=tmp_path, dht=False, initial_peers=("/ip4/1.2.3.4/tcp/1",))
     with pytest.raises(NodeInputError, match="--advertise"):
         NodeConfig(home=tmp_path, advertise="nope")
+
+
+def test_a_gossip_round_dials_its_targets_concurrently(monkeypatch):
+    """Silent addresses (a flood of hearsay, dead peers) cost a round one gossip timeout, not one
+    each in a row: the announce thread is what also greets newcomers and runs the next round."""
+    from types import SimpleNamespace
+
+    from node.network.view import GOSSIP_WORKERS, Network
+    from registry.services.hooks import PeerRef
+    from tests.node.overlap import Overlap
+
+    peers = PeerTable(self_addr="127.0.0.1:1")
+    targets = [f"127.0.0.{i + 2}:1" for i in range(12)]
+    for addr in targets:
+        peers.add(addr, source="flag")
+    view = SimpleNamespace(ids=lambda: [], ad=lambda _mid: None)
+    net = Network(PeerRef("127.0.0.1:1", "k", "v"), view, peers, discovery=None)
+    dialled: list[str] = []
+    overlap = Overlap()
+    monkeypatch.setattr(net, "_gossip_with", overlap.wrap(lambda addr, me, ads: dialled.append(addr)))
+    net.announce_once()
+    assert sorted(dialled) == sorted(targets)
+    assert overlap.most == GOSSIP_WORKERS
