@@ -169,8 +169,10 @@ def _task_bytes(task: TensorTask, method: MergeMethod, device: torch.device, rea
     copy; merged in pieces, the whole output and that much per piece."""
     n_in = len(task.inputs) + (task.base is not None)
     n = math.prod(task.shape)
-    if _pieces(task, method, device, readers) is not None:
-        return (n + (n_in + 2) * PIECE_ELEMENTS) * FLOAT32_BYTES
+    pieces = _pieces(task, method, device, readers)
+    if pieces is not None:
+        largest = max(b - a for a, b in pieces) * (n // task.shape[0])  # one row may exceed PIECE_ELEMENTS
+        return (n + (n_in + 2) * largest) * FLOAT32_BYTES
     return (n_in + 2) * n * FLOAT32_BYTES
 
 

@@ -168,7 +168,11 @@ class LoraReader(ModelReader):
 
     def get_raw(self, name: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
         if rows is not None:
-            return self.get_raw(name)[rows[0]:rows[1]].clone()
+            whole = self.get_raw(name)
+            if not 0 <= rows[0] <= rows[1] <= whole.shape[0]:
+                raise MergeInputError(f"rows {rows[0]}..{rows[1]} are outside tensor {name} "
+                                      f"of shape {list(whole.shape)}")
+            return whole[rows[0]:rows[1]].clone()
         if name in self.adapter.replaced:
             t = self.adapter.reader.get_raw(self.adapter.replaced[name]).to(self.info(name).torch_dtype)
         else:

@@ -94,7 +94,14 @@ def config_files(plan: MergePlan, out_dtype: str | None, copy_tokenizer: bool = 
         if plan.chat_template:
             log.warning("chat_template is not written: --no-copy-tokenizer leaves the tokenizer out")
         return files
-    files.update(tokenizer_files(Path(plan.tokenizer_model), plan.vocab, plan.chat_template))
+    files.update(output_tokenizer_files(plan))
+    return files
+
+
+def output_tokenizer_files(plan: MergePlan) -> dict[str, bytes]:
+    """The tokenizer files of the output: the plan's tokenizer model's, grown to the output
+    vocabulary and given the chat template when the recipe asks, without code references."""
+    files = tokenizer_files(Path(plan.tokenizer_model), plan.vocab, plan.chat_template)
     if "tokenizer_config.json" in files:
         doc = json.loads(files["tokenizer_config.json"])
         if isinstance(doc, dict) and any(k in doc for k in CODE_KEYS):  # else the bytes stay as published

@@ -23,10 +23,10 @@ import torch
 from merge.errors import MergeInputError
 from merge.executor import merge_tensor, tensor_generator
 from merge.io import DTYPES, ModelReader
+from merge.outputs import output_tokenizer_files
 from merge.plan import MergePlan, Source, plan_merge
 from merge.recipe import Recipe
 from merge.tokenizer.embed import align_task
-from merge.tokenizer.files import tokenizer_files
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def _output_tokenizer(plan: MergePlan, auto_tokenizer: Any) -> Any:
     if plan.vocab is None:
         return auto_tokenizer.from_pretrained(plan.tokenizer_model)
     with tempfile.TemporaryDirectory(prefix="search-tokenizer-") as tmp:
-        for name, data in tokenizer_files(Path(plan.tokenizer_model), plan.vocab, plan.chat_template).items():
+        for name, data in output_tokenizer_files(plan).items():
             (Path(tmp) / name).write_bytes(data)
         return auto_tokenizer.from_pretrained(tmp)
 

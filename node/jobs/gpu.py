@@ -4,11 +4,12 @@ the middle of the Offer handler (on a busy machine the sender's call timed out, 
 other statements queued behind it) and ~200 MB kept resident on every node, executor or not.
 
     probe = GpuProbe()
-    probe.start()        # no NVIDIA device files: False at once; else a torch subprocess, in the background
+    probe.start()        # no GPU device files: False at once; else a torch subprocess, in the background
     probe.available      # False until known
 
-Without the NVIDIA driver's device files there is no CUDA device for torch to find, so most
-machines get their answer without any subprocess. Until the subprocess answers the node bids as
+Without a GPU driver's device files there is no device for `torch.cuda` to find, so most
+machines get their answer without any subprocess; an operator who asks for `--device cuda`
+always gets the subprocess's answer. Until the subprocess answers the node bids as
 a CPU node: a bid that claims less than the machine has is only ever passed over, never wrong.
 """
 
@@ -23,22 +24,26 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# Present whenever the NVIDIA kernel driver is loaded (and in containers given a GPU).
-NVIDIA_MARKERS = ("/proc/driver/nvidia/gpus", "/dev/nvidia0", "/dev/nvidiactl")
+# Present whenever a GPU driver torch can use is loaded: NVIDIA's (also in containers given a
+# GPU), WSL2's GPU bridge, ROCm's (torch.cuda covers ROCm builds too).
+GPU_MARKERS = ("/proc/driver/nvidia/gpus", "/dev/nvidia0", "/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
 PROBE_CODE = "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"
 PROBE_TIMEOUT_S = 120.0
 
 
 class GpuProbe:
-    """:param markers: paths whose existence means an NVIDIA driver may be present"""
+    """:param markers: paths whose existence means a GPU driver may be present
+    :param always: ask torch (in a subprocess) even when no marker exists
+    """
 
-    def __init__(self, markers: Sequence[str] = NVIDIA_MARKERS) -> None:
+    def __init__(self, markers: Sequence[str] = GPU_MARKERS, always: bool = False) -> None:
         self.markers = tuple(markers)
+        self.always = always
         self._result: bool | None = None
         self._done = threading.Event()
 
     def start(self) -> None:
-        if not any(Path(m).exists() for m in self.markers):
+        if not self.always and not any(Path(m).exists() for m in self.markers):
             self._finish(False)
             return
         threading.Thread(target=self._probe, name="gpu-probe", daemon=True).start()

@@ -50,7 +50,7 @@ class NodeJobs:
         self.ctx = ctx
         self.runner = runner or JobRunner()
         self.will_bid = bid
-        self.gpu = GpuProbe()
+        self.gpu = GpuProbe(always=ctx.device == "cuda")
         if ctx.device != "cpu":
             self.gpu.start()
 

@@ -190,16 +190,29 @@ class PeerTable:
 
     def round_targets(self) -> list[str]:
         """Whom one announce round dials: every good peer we contacted or were told of by the
-        operator, the unanswering ones whose back-off is over (one more try), plus at most
-        MAX_UNSEEN_PER_ROUND others (most recently heard first)."""
-        peers = self._good()
-        known = [p.addr for p in peers if p.last_seen or p.source == FLAG]
-        unseen = [p.addr for p in peers if not (p.last_seen or p.source == FLAG)]
+        operator, those of them that stopped answering once their back-off is over (one more
+        try), plus at most MAX_UNSEEN_PER_ROUND never-contacted others (hearsay that never failed
+        first, most recently heard first): a flood of gossiped addresses that fail stays capped."""
         now = time.time()
         with self._lock:
-            retry = sorted((p for p in self._peers.values() if p.failures and not p.avoided(now)), key=_recency,
-                           reverse=True)
-        return known + [p.addr for p in retry] + unseen[:MAX_UNSEEN_PER_ROUND]
+            due = sorted((p for p in self._peers.values() if not p.avoided(now)), key=_recency, reverse=True)
+        vouched = [p for p in due if p.last_seen or p.source == FLAG]
+        known = [p.addr for p in vouched if not p.failures] + [p.addr for p in vouched if p.failures]
+        hearsay = [p for p in due if not (p.last_seen or p.source == FLAG)]
+        unseen = [p.addr for p in hearsay if not p.failures] + [p.addr for p in hearsay if p.failures]
+        return known + unseen[:MAX_UNSEEN_PER_ROUND]
+
+    def is_banned(self, addr: str) -> bool:
+        """Avoided for misbehaving (not merely for failing to answer)."""
+        with self._lock:
+            peer = self._peers.get(addr)
+            return peer is not None and peer.bad_until > time.time()
+
+    def failing(self, addr: str) -> bool:
+        """It failed to answer our last call(s) and has not answered since."""
+        with self._lock:
+            peer = self._peers.get(addr)
+            return peer is not None and peer.failures > 0
 
     def all(self) -> list[Peer]:
         with self._lock:

@@ -106,7 +106,8 @@ class Network:
             self._add_peer(sender.grpc_addr, sender.key_id, sender.version, source="announce")
             # Never in contact (new, or only named by a third party): push it our ads now rather
             # than in a minute. Not "only when new": a peer may be heard of before it calls.
-            if not self.peers.contacted(sender.grpc_addr):
+            # A peer we had given up on that calls again (restarted) is greeted too, back-off or not.
+            if not self.peers.contacted(sender.grpc_addr) or self.peers.failing(sender.grpc_addr):
                 self._want_greet(sender.grpc_addr)
         for peer in known:
             self._heard(peer.grpc_addr)
@@ -195,7 +196,7 @@ class Network:
         self.announce_now.set()
 
     def _want_greet(self, addr: str) -> None:
-        if self.peers.is_bad(addr):
+        if self.peers.is_banned(addr):
             return
         with self._lock:
             if addr not in self._greet and len(self._greet) >= MAX_PENDING_GREETS:
@@ -256,20 +257,24 @@ class Network:
                           capacity=dict(self.capacity), models=tuple(self.view.ids()))
 
     def announce_once(self) -> None:
-        """Publish ourselves in the DHT, gossip with every good peer, push them our ads."""
+        """Publish ourselves in the DHT, gossip with every good peer (and the newcomers waiting
+        to be greeted), push them our ads."""
         with self._lock:
             self._full_round = False
-            self._greet.clear()  # the round reaches them too
+            waiting, self._greet = list(self._greet), {}
         record = self.record()
         if self.discovery is not None:
             self.discovery.announce(record, record.models)
-        self._gossip_round(record, self.peers.round_targets())
+        targets = self.peers.round_targets()
+        chosen = set(targets)
+        targets += [a for a in waiting if a not in chosen and not self.peers.is_banned(a)]
+        self._gossip_round(record, targets)
 
     def greet_newcomers(self) -> None:
         """Gossip with, and push our ads to, only the peers met since the last round."""
         with self._lock:
             targets, self._greet = list(self._greet), {}
-        targets = [a for a in targets if not self.peers.is_bad(a)]
+        targets = [a for a in targets if not self.peers.is_banned(a)]
         if targets:
             self._gossip_round(self.record(), targets)
 
@@ -288,18 +293,21 @@ class Network:
 
     def _gossip_with(self, addr: str, me: pb.PeerInfo, ads: list[pb.ModelAd]) -> None:
         known = [convert.peer_to_pb(PeerRef(p.addr, p.key_id, p.version)) for p in self.peers.gossip()]
-        try:
-            with connect(addr) as ch:
-                stub = registry_stub(ch)
+        with connect(addr) as ch:
+            stub = registry_stub(ch)
+            try:
                 reply = stub.Announce(pb.AnnounceRequest(sender=me, known=known), timeout=GOSSIP_TIMEOUT_S)
-                self.peers.seen(addr)
+            except grpc.RpcError as exc:
+                log.info("gossip with %s failed: %s", addr, exc.code())
+                if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    self.peers.mark_unreachable(addr, f"unreachable: {exc.code().name}")
+                return
+            self.peers.seen(addr)
+            try:  # it answered: a slow or refused ad push is not a reason to stop dialling it
                 for batch in _batches(ads):
                     stub.Advertise(pb.AdvertiseRequest(sender=me, models=batch), timeout=GOSSIP_TIMEOUT_S)
-        except grpc.RpcError as exc:
-            log.info("gossip with %s failed: %s", addr, exc.code())
-            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                self.peers.mark_unreachable(addr, f"unreachable: {exc.code().name}")
-            return
+            except grpc.RpcError as exc:
+                log.info("pushing ads to %s failed: %s", addr, exc.code())
         for peer in reply.known:
             if self._heard(peer.grpc_addr):  # introduce ourselves to the newcomers now, not in a minute
                 self._want_greet(peer.grpc_addr)

@@ -170,8 +170,9 @@ class Node:
         while not self._stop.is_set():
             try:
                 if time.monotonic() >= next_full or net.full_round_wanted():
-                    net.announce_once()
+                    # Set first: a round that raises must wait a period too, not spin.
                     next_full = time.monotonic() + ANNOUNCE_PERIOD_S
+                    net.announce_once()
                 else:
                     net.greet_newcomers()
             except Exception:  # one bad round must not end announcing; the traceback goes to the log

@@ -158,3 +158,53 @@ def test_a_gossip_round_dials_its_targets_concurrently(monkeypatch):
     net.announce_once()
     assert sorted(dialled) == sorted(targets)
     assert overlap.most == GOSSIP_WORKERS
+
+
+def test_failed_hearsay_stays_within_the_unseen_cap(monkeypatch):
+    """A flood of gossiped addresses that all fail must not turn into a round that dials them all
+    once their back-off is over: only peers we reached (or the operator's) are retried freely."""
+    import node.network.peers as peers_mod
+    from node.network.peers import MAX_UNSEEN_PER_ROUND
+
+    now = [1000.0]
+    monkeypatch.setattr(peers_mod.time, "time", lambda: now[0])
+    table = PeerTable()
+    table.add("127.0.0.2:1", source="flag")
+    table.add("127.0.0.3:1")
+    table.seen("127.0.0.3:1")
+    flood = [f"127.0.{i // 250 + 1}.{i % 250 + 1}:2" for i in range(500)]
+    for addr in flood:
+        table.heard(addr)
+    for addr in [*flood, "127.0.0.2:1", "127.0.0.3:1"]:
+        table.mark_unreachable(addr, "DEADLINE_EXCEEDED")
+    now[0] += 16.0  # every back-off is over
+    targets = table.round_targets()
+    assert {"127.0.0.2:1", "127.0.0.3:1"} <= set(targets)
+    assert len(set(targets) & set(flood)) == MAX_UNSEEN_PER_ROUND
+
+
+def test_a_peer_given_up_on_that_calls_again_is_greeted_and_waiting_greets_survive_a_round(monkeypatch):
+    from types import SimpleNamespace
+
+    from node.network.view import Network
+    from registry.services.hooks import PeerRef
+
+    peers = PeerTable(self_addr="127.0.0.1:1")
+    view = SimpleNamespace(ids=lambda: [], ad=lambda _mid: None)
+    net = Network(PeerRef("127.0.0.1:1", "k", "v"), view, peers, discovery=None)
+    dialled: list[str] = []
+    monkeypatch.setattr(net, "_gossip_with", lambda addr, me, ads: dialled.append(addr))
+    peers.add("127.0.0.5:1")
+    peers.seen("127.0.0.5:1")
+    peers.mark_unreachable("127.0.0.5:1", "UNAVAILABLE")  # it went down; now it is back and calls us
+    net.exchange_peers(PeerRef("127.0.0.5:1", "k5", "v"), [])
+    net.greet_newcomers()
+    assert dialled == ["127.0.0.5:1"]
+    # Hearsay beyond one round's cap of unseen peers, plus a newcomer waiting to be greeted: the
+    # full round reaches the newcomer even though the cap leaves it out.
+    for i in range(40):
+        peers.heard(f"127.0.1.{i + 1}:1")
+    net.exchange_peers(PeerRef("127.0.2.1:1", "k", "v"), [])
+    dialled.clear()
+    net.announce_once()
+    assert "127.0.2.1:1" in dialled
