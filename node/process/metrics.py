@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from node.errors import NodeError
+from node.process.web import WebEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -171,15 +172,10 @@ class NodeStateCollector:
         yield active
 
 
-class MetricsServer:
+class MetricsServer(WebEndpoint):
     """The /metrics endpoint of one node (prometheus_client's own HTTP server, on its own thread)."""
 
     name = "metrics"  # its key in node.json
-
-    def __init__(self, server: Any, thread: threading.Thread, addr: str) -> None:
-        self._server = server
-        self._thread = thread
-        self.addr = addr
 
     @classmethod
     def start(cls, node: Any, listen: str) -> MetricsServer:
@@ -198,8 +194,3 @@ class MetricsServer:
         addr = f"{host}:{server.server_port}"
         log.info("metrics on http://%s/metrics", addr)
         return cls(server, thread, addr)
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()

@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from node.errors import NodeError
+from node.process.web import WebEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -209,15 +210,10 @@ def _handler(state: _CachedState) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class StatusPage:
+class StatusPage(WebEndpoint):
     """The page's HTTP server, on a thread of its own."""
 
     name = "status"  # its key in node.json
-
-    def __init__(self, server: ThreadingHTTPServer, thread: threading.Thread, addr: str) -> None:
-        self._server = server
-        self._thread = thread
-        self.addr = addr
 
     @classmethod
     def start(cls, node: Any, listen: str) -> StatusPage:
@@ -236,8 +232,3 @@ class StatusPage:
         addr = f"{host}:{server.server_address[1]}"
         log.info("status page on http://%s/", addr)
         return cls(server, thread, addr)
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
